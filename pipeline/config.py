@@ -1,0 +1,371 @@
+"""Typed, validated, frozen configuration.
+
+The dataclass defaults below are the embedded default configuration; ``conf/local.yaml`` spells
+them out (a test keeps the two equal). A conf file for another environment lists only what
+differs; ``--set a.b=value`` overrides any key after the file is read. Unknown keys, wrong types,
+out-of-range values and missing files raise ``ConfigError`` naming the key or the file.
+"""
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Optional, Sequence
+
+import yaml
+
+from pipeline.dates import parse_date
+from pipeline.errors import ConfigError, PipelineError
+
+TABLE_NAMES = ("samples", "quarantine", "runs", "models", "scores")
+SOURCES = ("exposures", "clicks", "conversions")
+
+
+def _local_spark_settings() -> Mapping[str, str]:
+    """Spark settings for a small local master (a cluster conf file replaces them)."""
+    return types.MappingProxyType({
+        "spark.sql.shuffle.partitions": "4",
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.ui.showConsoleProgress": "false",
+    })
+
+
+@dataclass(frozen=True)
+class StorageConf:
+    root: str = "./data"
+    database: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TablesConf:
+    """Explicit table paths; ``None`` means ``<storage.root>/<name>``."""
+
+    samples: Optional[str] = None
+    quarantine: Optional[str] = None
+    runs: Optional[str] = None
+    models: Optional[str] = None
+    scores: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RawConf:
+    """Raw log locations; ``None`` means ``<storage.root>/raw/<source>``."""
+
+    format: Literal["json", "parquet", "delta"] = "json"
+    exposures: Optional[str] = None
+    clicks: Optional[str] = None
+    conversions: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class FeaturesConf:
+    categorical: tuple[str, ...] = (
+        "user_id", "item_id", "position", "category", "brand", "device", "user_age", "user_gender",
+    )
+    numeric: tuple[str, ...] = ("price", "user_activity")
+
+    def __post_init__(self) -> None:
+        both = set(self.categorical) & set(self.numeric)
+        if both:
+            raise ConfigError(f"features: {sorted(both)} listed as both categorical and numeric")
+
+
+@dataclass(frozen=True)
+class LabelsConf:
+    click_window_hours: int = 24
+    attribution_window_days: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.click_window_hours > 0, "labels.click_window_hours must be > 0")
+        _require(self.attribution_window_days >= 0, "labels.attribution_window_days must be >= 0")
+
+
+@dataclass(frozen=True)
+class SparkConf:
+    master: str = "local[2]"
+    app_name: str = "mtrank"
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    conf: Mapping[str, str] = field(default_factory=_local_spark_settings)
+    # Pre-downloaded Delta jars (paths or URIs) for clusters without Maven access;
+    # empty: Spark resolves io.delta:delta-spark from Maven at session start.
+    delta_jars: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DirtConf:
+    """Rates of dirty raw records, each relative to the clean records of the source it dirties."""
+
+    duplicate: float = 0.01
+    malformed: float = 0.001
+    missing_field: float = 0.002
+    bad_ts: float = 0.001
+    orphan: float = 0.002
+    negative_value: float = 0.01
+    before_parent: float = 0.002
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            rate = getattr(self, f.name)
+            _require(0.0 <= rate <= 0.5, f"synth.dirt.{f.name} must be in [0, 0.5], got {rate}")
+
+
+@dataclass(frozen=True)
+class SynthConf:
+    """The synthetic world of ``pipeline generate`` (sizes, rates, delays, dirt)."""
+
+    seed: int = 7
+    start_date: dt.date = dt.date(2026, 10, 1)
+    days: int = 5
+    exposures_per_day: int = 20_000
+    slots_per_request: int = 6
+    num_users: int = 5_000
+    num_items: int = 2_000
+    num_categories: int = 20
+    num_brands: int = 200
+    latent_dim: int = 8
+    ctr: float = 0.05                 # mean true click probability over exposures
+    cvr: float = 0.10                 # mean true conversion probability over clicks
+    selection_bias: float = 1.0       # 0: clicks and conversions independent given features
+    click_delay_minutes: float = 5.0
+    conversion_delay_hours: float = 12.0
+    late_click_rate: float = 0.01     # clicks arriving after labels.click_window_hours
+    late_conversion_rate: float = 0.05  # conversions after labels.attribution_window_days
+    repeat_conversion_rate: float = 0.1  # converted clicks with a second order
+    ts_epoch_ms_rate: float = 0.1     # records whose ts is epoch milliseconds
+    ts_offset_rate: float = 0.1       # records whose ts carries a +02:00 offset
+    rows_per_file: int = 1_000_000
+    gzip: bool = False
+    truth_path: Optional[str] = None  # None: <storage.root>/truth
+    dirt: DirtConf = field(default_factory=DirtConf)
+
+    def __post_init__(self) -> None:
+        for name in ("days", "exposures_per_day", "slots_per_request", "num_users", "num_items",
+                     "num_categories", "num_brands", "latent_dim", "rows_per_file"):
+            _require(getattr(self, name) >= 1, f"synth.{name} must be >= 1")
+        for name in ("ctr", "cvr"):
+            _require(0.0 < getattr(self, name) < 1.0, f"synth.{name} must be in (0, 1)")
+        for name in ("late_click_rate", "late_conversion_rate", "repeat_conversion_rate",
+                     "ts_epoch_ms_rate", "ts_offset_rate"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"synth.{name} must be in [0, 1]")
+        _require(self.ts_epoch_ms_rate + self.ts_offset_rate <= 1.0,
+                 "synth.ts_epoch_ms_rate + synth.ts_offset_rate must be <= 1")
+        _require(self.click_delay_minutes > 0, "synth.click_delay_minutes must be > 0")
+        _require(self.conversion_delay_hours > 0, "synth.conversion_delay_hours must be > 0")
+        _require(self.selection_bias >= 0, "synth.selection_bias must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    storage: StorageConf = field(default_factory=StorageConf)
+    tables: TablesConf = field(default_factory=TablesConf)
+    raw: RawConf = field(default_factory=RawConf)
+    features: FeaturesConf = field(default_factory=FeaturesConf)
+    labels: LabelsConf = field(default_factory=LabelsConf)
+    spark: SparkConf = field(default_factory=SparkConf)
+    synth: SynthConf = field(default_factory=SynthConf)
+
+    def table_path(self, name: str) -> str:
+        """Where table ``name`` lives: ``tables.<name>`` or ``<storage.root>/<name>``."""
+        if name not in TABLE_NAMES:
+            raise ValueError(f"unknown table {name!r}")
+        return getattr(self.tables, name) or _join(self.storage.root, name)
+
+    def raw_path(self, source: str) -> str:
+        """Where raw source ``source`` lives: ``raw.<source>`` or ``<storage.root>/raw/<source>``."""
+        if source not in SOURCES:
+            raise ValueError(f"unknown raw source {source!r}")
+        return getattr(self.raw, source) or _join(self.storage.root, "raw", source)
+
+    @property
+    def truth_path(self) -> str:
+        return self.synth.truth_path or _join(self.storage.root, "truth")
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Reads a conf file over the embedded defaults, then applies ``--set`` overrides.
+
+    Args:
+        path: a YAML file, or ``None`` for the embedded defaults alone.
+        overrides: ``"a.b=value"`` strings; values are converted to the key's type.
+
+    Raises:
+        ConfigError: a one-line message naming the file, the key and what is wrong.
+    """
+    raw = _read_yaml(path) if path else {}
+    try:
+        for item in overrides:
+            _apply_override(raw, item)
+        return _build(Config, raw, "")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """The configuration as plain YAML-ready values (dates as ISO strings)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, Mapping):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, tuple):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dt.date):
+        return cfg.isoformat()
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without implicit timestamps: dates stay text until ``parse_date`` names the key."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _load_yaml(text: Any) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def _read_yaml(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = _load_yaml(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"conf file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'conf'}: expected a mapping, got {data!r}")
+    hints = _hints(cls)
+    for key in data:
+        if key not in hints:
+            raise ConfigError(f"unknown key '{prefix}{key}'")
+    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, f"{key}.")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
+    if _is_mapping(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return types.MappingProxyType({str(k): _scalar_text(v, f"{key}.{k}") for k, v in value.items()})
+    if tp is dt.date:
+        try:
+            return parse_date(value, key)
+        except PipelineError as err:
+            raise ConfigError(str(err)) from None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config type {tp!r} of {key} is not supported")  # a bug in this module
+
+
+def _scalar_text(value: Any, key: str) -> str:
+    """Spark-style setting values: strings, or scalars written as Spark expects them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ConfigError(f"{key}: expected a scalar value, got {value!r}")
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    """Sets ``a.b=value`` in the raw mapping, walking the schema so that mapping-typed keys
+    (``spark.conf``) take the rest of the dotted path as one key."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    parts = key.split(".")
+    cls, node = Config, raw
+    for i, part in enumerate(parts):
+        hints = _hints(cls)
+        if part not in hints:
+            raise ConfigError(f"unknown key '{'.'.join(parts[:i + 1])}' in --set {item}")
+        tp = hints[part]
+        last = i == len(parts) - 1
+        if dataclasses.is_dataclass(tp) and not last:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(parts[:i + 1])}: expected a mapping")
+            cls, node = tp, child
+        elif _is_mapping(tp) and not last:
+            node.setdefault(part, {})[".".join(parts[i + 1:])] = text
+            return
+        elif last:
+            node[part] = _parse_override_value(tp, text)
+            return
+        else:
+            raise ConfigError(f"unknown key '{'.'.join(parts[:i + 2])}' in --set {item}")
+
+
+def _is_mapping(tp: Any) -> bool:
+    return typing.get_origin(tp) in (collections.abc.Mapping, dict)
+
+
+def _parse_override_value(tp: Any, text: str) -> Any:
+    """A ``--set`` value: taken literally for string keys, read as YAML otherwise."""
+    is_str = tp is str or (typing.get_origin(tp) is typing.Union and str in typing.get_args(tp))
+    if is_str and text not in ("null", "~"):
+        return text
+    try:
+        return _load_yaml(text)
+    except yaml.YAMLError:
+        return text  # reported as a type error by _coerce, naming the key

@@ -1,0 +1,29 @@
+"""Packaging for the multi-task ranking pipeline (console script: ``pipeline``)."""
+from setuptools import find_packages, setup
+
+# Versions verified together on Python 3.11 / Java 17 (see README, "Dependencies").
+INSTALL_REQUIRES = [
+    "pyspark==4.0.1",
+    "delta-spark==4.0.1",
+    "pyarrow==14.0.2",
+    "numpy>=1.26,<2",
+    "pandas>=2.2,<3",
+    "petastorm==0.12.1",
+    "torch==2.13.0",
+    "horovod==0.28.1",
+    "pyyaml>=6",
+    "tqdm>=4.66",
+    "matplotlib>=3.8,<3.11",
+]
+
+setup(
+    name="mtrank",
+    version="0.1.0",
+    description="Spark + Delta + Petastorm + Horovod pipeline for multi-task ranking models (ESMM, MMoE, PLE, ...)",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["pipeline", "pipeline.*"]),
+    package_data={"pipeline": ["log4j2.properties"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.3"]},
+    entry_points={"console_scripts": ["pipeline=pipeline.cli:main"]},
+)
