@@ -347,7 +347,9 @@ def _apply_override(raw: dict, item: str) -> None:
                 raise ConfigError(f"{'.'.join(parts[:i + 1])}: expected a mapping")
             cls, node = tp, child
         elif _is_mapping(tp) and not last:
-            node.setdefault(part, {})[".".join(parts[i + 1:])] = text
+            # One entry of a mapping: added to the mapping of the file, or of the defaults.
+            mapping = node.setdefault(part, dict(getattr(cls(), part)))
+            mapping[".".join(parts[i + 1:])] = text
             return
         elif last:
             node[part] = _parse_override_value(tp, text)

@@ -97,6 +97,25 @@ def get_spark(cfg: Config, app_name: str | None = None):
     return spark
 
 
+def session_facts(spark) -> dict[str, str]:
+    """What a user checks first about a session: where it runs and whether Delta is on."""
+    conf = spark.conf
+    return {
+        "spark_version": spark.version,
+        "master": spark.sparkContext.master,
+        "app_name": spark.sparkContext.appName,
+        "sql_extensions": conf.get("spark.sql.extensions", ""),
+        "session_time_zone": conf.get("spark.sql.session.timeZone"),
+        "shuffle_partitions": conf.get("spark.sql.shuffle.partitions"),
+        "delta_version": _delta_version(spark),
+    }
+
+
+def _delta_version(spark) -> str:
+    """The Delta jar's version (raises if the Delta jars are not on the driver's classpath)."""
+    return str(spark.sparkContext._jvm.io.delta.package.VERSION())
+
+
 def _submitted_settings() -> dict[str, str]:
     """Settings the submitter passed to ``spark-submit`` (read from the running JVM)."""
     from pyspark import SparkConf, SparkContext

@@ -7,6 +7,7 @@ a write that fails leaves the previous version as the table's current version.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Iterable, Optional
 
 from pyspark.sql import DataFrame, SparkSession
@@ -61,6 +62,13 @@ def append(df: DataFrame, path: str) -> int:
     return current_version(df.sparkSession, path)
 
 
+def absolute_uri(path: str) -> str:
+    """``path`` unchanged when it has a scheme (``s3://``, ``dbfs:/``), else made absolute."""
+    if ":" in path.split("/", 1)[0]:
+        return path
+    return os.path.abspath(path)
+
+
 def is_table(spark: SparkSession, path: str) -> bool:
     """True when ``path`` holds a Delta table."""
     from delta.tables import DeltaTable
@@ -97,6 +105,6 @@ def register_table(spark: SparkSession, database: Optional[str], name: str, path
     for identifier in (database, name):
         if not identifier.replace("_", "").isalnum():
             raise PipelineError(f"bad catalog name {identifier!r} (letters, digits and _ only)")
-    location = path.replace("\\", "\\\\").replace("'", "\\'")
+    location = absolute_uri(path).replace("\\", "\\\\").replace("'", "\\'")
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     spark.sql(f"CREATE TABLE IF NOT EXISTS `{database}`.`{name}` USING DELTA LOCATION '{location}'")

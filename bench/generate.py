@@ -1,0 +1,50 @@
+"""Generator throughput: exposures/s at two sizes and the scaling ratio between them.
+
+    .venv/bin/python bench/generate.py                 # 1M and 10M exposures (about 4 min)
+    .venv/bin/python bench/generate.py --sizes 100000 1000000
+
+Each size is generated over 5 days into a temporary folder (deleted afterwards). Prints one row
+per size and, last, time(largest) / time(smallest) next to the ideal linear ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+
+from pipeline.config import load_config
+from pipeline.synth.generate import generate
+
+DAYS = 5
+
+
+def measure(exposures: int) -> tuple[float, int]:
+    root = tempfile.mkdtemp(prefix="bench-generate-")
+    try:
+        cfg = load_config(None, [f"storage.root={root}", f"synth.days={DAYS}",
+                                 f"synth.exposures_per_day={exposures // DAYS}"])
+        started = time.perf_counter()
+        summary = generate(cfg, progress=False)
+        return time.perf_counter() - started, summary.lines
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    sizes = sorted(parser.parse_args().sizes)
+    seconds = {}
+    print(f"{'exposures':>12} {'raw lines':>12} {'seconds':>9} {'exposures/s':>12}")
+    for size in sizes:
+        seconds[size], lines = measure(size)
+        print(f"{size:>12,} {lines:>12,} {seconds[size]:>9.1f} {size / seconds[size]:>12,.0f}")
+    if len(sizes) > 1:
+        small, large = sizes[0], sizes[-1]
+        print(f"scaling: time({large:,}) / time({small:,}) = {seconds[large] / seconds[small]:.2f} "
+              f"(linear: {large / small:.2f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The ``pipeline`` command. Each sub-command loads the conf, then calls one library function.
+
+Errors caused by input (conf, dates, data) print one line, ``pipeline <command>: error: ...``,
+and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+import yaml
+
+from pipeline.config import Config, load_config, to_dict
+from pipeline.errors import PipelineError
+
+EXIT_USER_ERROR = 2
+
+
+def _generate(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.synth.generate import generate
+
+    print(generate(cfg).line(cfg))
+    return 0
+
+
+def _truth(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.synth.summary import truth_summary
+
+    print(truth_summary(cfg.truth_path))
+    return 0
+
+
+def _spark_info(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.spark import get_spark, session_facts
+
+    for key, value in session_facts(get_spark(cfg)).items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _show_config(cfg: Config, args: argparse.Namespace) -> int:
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
+    "generate": ("write synthetic raw logs and their truth table", _generate),
+    "truth": ("summarize the generated truth: label rates, oracle AUCs, dirt", _truth),
+    "show-config": ("print the effective configuration (defaults, file, --set)", _show_config),
+    "spark-info": ("start the Spark session the jobs use and print its key settings", _spark_info),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description="Multi-task ranking pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, _) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--conf", metavar="FILE", help="YAML conf file (default: the embedded local defaults)")
+        sub.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                         help="override one conf key, e.g. --set synth.days=3 (repeatable)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.conf, args.overrides)
+        return COMMANDS[args.command][1](cfg, args)
+    except PipelineError as err:
+        print(f"pipeline {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

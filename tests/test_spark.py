@@ -1,0 +1,53 @@
+import os
+import subprocess
+import sys
+
+from pipeline.config import load_config
+from pipeline.spark import (DELTA_PACKAGE, cache_dir, delta_jar_settings, session_facts,
+                            session_settings)
+
+
+def test_session_has_delta_and_utc(spark):
+    facts = session_facts(spark)
+    assert facts["delta_version"] == "4.0.1"
+    assert facts["sql_extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert facts["session_time_zone"] == "UTC"
+    assert facts["master"] == "local[2]"
+    assert facts["shuffle_partitions"] == "2"  # from the conf
+
+
+def test_delta_jars_come_from_conf_then_cache_then_maven(tmp_path):
+    cfg = load_config(None)
+    assert delta_jar_settings(cfg, str(tmp_path)) == {"spark.jars.packages": DELTA_PACKAGE,
+                                                      "spark.jars.ivy": str(tmp_path)}
+    (tmp_path / "jars").mkdir()
+    for name in ("io.delta_delta-spark_2.13-4.0.1.jar", "io.delta_delta-storage-4.0.1.jar", "x.jar"):
+        (tmp_path / "jars" / name).write_text("")
+    assert delta_jar_settings(cfg, str(tmp_path))["spark.jars"].count(".jar") == 3
+    offline = load_config(None, ["spark.delta_jars=[/opt/a.jar, /opt/b.jar]"])
+    assert delta_jar_settings(offline, str(tmp_path)) == {"spark.jars": "/opt/a.jar,/opt/b.jar"}
+
+
+def test_submitter_settings_win_over_the_conf():
+    cfg = load_config(None, ["spark.conf.spark.sql.shuffle.partitions=4", "spark.conf.spark.executor.memory=2g"])
+    settings = session_settings(cfg, submitted={"spark.sql.shuffle.partitions": "64"})
+    assert "spark.sql.shuffle.partitions" not in settings
+    assert settings["spark.executor.memory"] == "2g"
+    assert settings["spark.sql.session.timeZone"] == "UTC"
+
+
+def test_spark_submit_respects_the_submitters_master_and_conf(spark, spark_cfg):
+    """A real spark-submit of a job file: --master and --conf beat the conf file."""
+    jars = delta_jar_settings(spark_cfg, os.path.join(cache_dir(), "ivy"))
+    assert "spark.jars" in jars  # the session fixture resolved and cached the Delta jars
+    submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
+    result = subprocess.run(
+        [submit, "--master", "local[1]", "--conf", "spark.sql.shuffle.partitions=7",
+         "--jars", jars["spark.jars"], "jobs/spark_info.py", "--conf", "conf/local.yaml"],
+        capture_output=True, text=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
+    assert facts["master"] == "local[1]"
+    assert facts["shuffle_partitions"] == "7"
+    assert facts["delta_version"] == "4.0.1"
+    assert facts["session_time_zone"] == "UTC"
