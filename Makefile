@@ -2,6 +2,8 @@
 # (idempotent: seconds once done). See README.md.
 VENV := .venv
 CONF ?= conf/local.yaml
+DEMO_START ?= 2026-10-01   # synth.start_date of conf/local.yaml
+DEMO_END ?= 2026-10-05     # ... plus synth.days - 1
 PIPELINE := $(VENV)/bin/pipeline
 
 .PHONY: env demo test bench clean
@@ -12,12 +14,14 @@ env:
 demo: env
 	$(PIPELINE) generate --conf $(CONF)
 	$(PIPELINE) truth --conf $(CONF)
+	$(PIPELINE) build-samples --conf $(CONF) --start $(DEMO_START) --end $(DEMO_END)
 
 test: env
 	$(VENV)/bin/pytest -q
 
 bench: env
 	$(VENV)/bin/python bench/generate.py
+	$(VENV)/bin/python bench/build_samples.py
 
 clean:
 	rm -rf data reports

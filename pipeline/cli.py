@@ -12,15 +12,34 @@ from typing import Callable, Optional, Sequence
 import yaml
 
 from pipeline.config import Config, load_config, to_dict
+from pipeline.dates import date_range, parse_date
 from pipeline.errors import PipelineError
 
 EXIT_USER_ERROR = 2
+DATED_COMMANDS = ("build-samples",)
 
 
 def _generate(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.synth.generate import generate
 
     print(generate(cfg).line(cfg))
+    return 0
+
+
+def _build_samples(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.samples.build import build_samples
+    from pipeline.samples.labels import backfill_dates, nightly_dates
+    from pipeline.spark import get_spark
+
+    if args.date:
+        mode, dates = "nightly", nightly_dates(parse_date(args.date, "--date"), cfg.labels)
+    elif args.start and args.end:
+        start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
+        date_range(start, end)  # rejects end < start
+        mode, dates = "backfill", backfill_dates(start, end, cfg.labels)
+    else:
+        raise PipelineError("give --date D, or --start D1 with --end D2")
+    print(build_samples(get_spark(cfg, app_name="mtrank-build-samples"), cfg, dates, mode).line())
     return 0
 
 
@@ -45,6 +64,7 @@ def _show_config(cfg: Config, args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
+    "build-samples": ("raw logs -> entire-space samples, quarantine and a runs row (Delta)", _build_samples),
     "generate": ("write synthetic raw logs and their truth table", _generate),
     "truth": ("summarize the generated truth: label rates, oracle AUCs, dirt", _truth),
     "show-config": ("print the effective configuration (defaults, file, --set)", _show_config),
@@ -60,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--conf", metavar="FILE", help="YAML conf file (default: the embedded local defaults)")
         sub.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                          help="override one conf key, e.g. --set synth.days=3 (repeatable)")
+        if name in DATED_COMMANDS:
+            sub.add_argument("--date", metavar="YYYY-MM-DD", help="nightly run for this date")
+            sub.add_argument("--start", metavar="YYYY-MM-DD", help="backfill: first date")
+            sub.add_argument("--end", metavar="YYYY-MM-DD", help="backfill: last date")
     return parser
 
 

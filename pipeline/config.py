@@ -77,10 +77,25 @@ class FeaturesConf:
 class LabelsConf:
     click_window_hours: int = 24
     attribution_window_days: int = 3
+    # How far back (days) a click's impression or a conversion's click is looked for; a child
+    # whose parent is older is treated as if its parent had never arrived.
+    max_delay_days: int = 7
 
     def __post_init__(self) -> None:
         _require(self.click_window_hours > 0, "labels.click_window_hours must be > 0")
         _require(self.attribution_window_days >= 0, "labels.attribution_window_days must be >= 0")
+        _require(self.max_delay_days >= self.click_window_days + self.attribution_window_days,
+                 "labels.max_delay_days must cover the click and attribution windows")
+
+    @property
+    def click_window_days(self) -> int:
+        """Event dates a click window can reach past its exposure's date (24 h -> 1)."""
+        return -(-self.click_window_hours // 24)
+
+    @property
+    def lookback_days(self) -> int:
+        """Days from an exposure's date to the last date its click or conversion can arrive on."""
+        return self.click_window_days + self.attribution_window_days
 
 
 @dataclass(frozen=True)

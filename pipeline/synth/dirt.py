@@ -6,6 +6,8 @@ other than duplicates get fresh ids, so they never collide with clean ones.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -82,7 +84,9 @@ def add_dirt(clean: pd.DataFrame, source: str, rates: DirtConf, conf: SynthConf,
         rows["value"] = -np.maximum(rows["value"].to_numpy(), 0.01)
         parts.append(rows.assign(**{REASON: schema.NEGATIVE_VALUE}))
 
-    out = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
+    with warnings.catch_warnings():  # all-null columns of dirty rows: object dtype either way
+        warnings.simplefilter("ignore", FutureWarning)
+        out = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
     return out.iloc[rng.permutation(len(out))].reset_index(drop=True)
 
 

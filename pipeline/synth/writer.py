@@ -100,4 +100,5 @@ def write_truth(truth: pd.DataFrame, root: str, day: dt.date) -> None:
     """One Parquet file per exposure date under ``<root>/dt=YYYY-MM-DD/``."""
     folder = os.path.join(root, f"dt={day.isoformat()}")
     os.makedirs(folder, exist_ok=True)
-    truth.to_parquet(os.path.join(folder, "part-00000.parquet"), index=False)
+    # Millisecond timestamps: Spark cannot read Parquet's nanosecond timestamps.
+    truth.to_parquet(os.path.join(folder, "part-00000.parquet"), index=False, coerce_timestamps="ms")

@@ -1,0 +1,168 @@
+"""``pipeline build-samples``: raw logs -> ``samples``, ``quarantine`` and one ``runs`` row.
+
+Reads each source once (cached), checks and labels with pure transforms
+(``pipeline.logs.validate``, ``pipeline.samples.labels``), then replaces exactly the run's ``dt``
+partitions of ``samples`` and ``quarantine``. A run that fails writes a ``failed`` row to ``runs``
+and leaves every table at its previous version (or, at worst, with only whole, committed
+versions: each Delta write is atomic).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+from pipeline.io import delta
+from pipeline.logs.read import partition_path, present_dates, read_raw
+from pipeline.logs.schema import SOURCES
+from pipeline.logs.validate import REASON, check_records
+from pipeline.samples import labels as L
+from pipeline.samples.tables import COUNTS, QUARANTINE_SCHEMA, RUNS_SCHEMA, feature_columns
+
+JOB = "build-samples"
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    run_id: str
+    mode: str
+    dates: L.RunDates
+    counts: dict[str, dict[str, int]]
+    quarantined_by_reason: dict[str, int]
+    samples_rows: int
+    final_partitions: int
+    samples_version: int
+    quarantine_version: int
+    seconds: float
+
+    def line(self) -> str:
+        e = self.counts["exposures"]
+        sources = "; ".join(
+            f"{s} {c['read']:,} read/{c['accepted']:,} ok/{c['duplicates']:,} dup/{c['quarantined']:,} quar"
+            f"/{c['late']:,} late/{c['out_of_range']:,} oor" for s, c in self.counts.items())
+        reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(self.quarantined_by_reason.items(), key=lambda kv: -kv[1]))
+        return (f"build-samples {self.mode} {self.dates.start}..{self.dates.end}: "
+                f"{e['read']:,} exposure lines -> {self.samples_rows:,} samples "
+                f"({self.final_partitions} of {len(self.dates.rebuilt)} partitions final); {sources}; "
+                f"quarantined by reason: {reasons or 'none'}; {self.seconds:.1f} s")
+
+
+def build_samples(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str) -> BuildSummary:
+    """Runs build-samples for ``dates``; on failure records a ``failed`` run and re-raises."""
+    run_id = f"{JOB}-{dates.end:%Y%m%d}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    started = dt.datetime.now(dt.timezone.utc)
+    try:
+        summary = _build(spark, cfg, dates, mode, run_id, started)
+    except Exception as err:  # noqa: BLE001 (recorded, then re-raised unchanged)
+        _record_failure(spark, cfg, dates, mode, run_id, started, err)
+        raise
+    return summary
+
+
+def _build(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_id: str,
+           started: dt.datetime) -> BuildSummary:
+    clock = time.perf_counter()
+    _require_exposures(spark, cfg, dates)
+    checked = {source: check_records(read_raw(spark, cfg, source, dates.read), source) for source in SOURCES}
+    cached: list[DataFrame] = []
+
+    def cache(df: DataFrame) -> DataFrame:  # each classified source is used by several outputs
+        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return cached[-1]
+
+    try:
+        exposures = cache(L.classify_exposures(checked["exposures"], dates))
+        _require_features(exposures, cfg)
+        clicks = cache(L.classify_children(checked["clicks"], L.exposure_parents(exposures), "clicks", dates,
+                                           cfg.labels.click_window_hours * 3600))
+        conversions = cache(L.classify_children(checked["conversions"], L.click_parents(clicks), "conversions",
+                                                dates, cfg.labels.attribution_window_days * 86400))
+        classified = {"exposures": exposures, "clicks": clicks, "conversions": conversions}
+        counts = {s: L.source_counts(df) for s, df in classified.items()}
+        quarantine = _union([L.quarantine_rows(df, s, run_id) for s, df in classified.items()])
+        reasons = {r["reason"]: int(r["n"]) for r in quarantine.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+        samples = L.label_samples(exposures, clicks, conversions, features=cfg.features, labels=cfg.labels,
+                                  run=dates, run_id=run_id)
+        samples_version = delta.replace_partitions(samples, cfg.table_path("samples"), dates.rebuilt)
+        quarantine_version = delta.replace_partitions(quarantine, cfg.table_path("quarantine"), dates.rebuilt)
+    finally:
+        for df in cached:
+            df.unpersist()
+    summary = BuildSummary(run_id=run_id, mode=mode, dates=dates, counts=counts, quarantined_by_reason=reasons,
+                           samples_rows=counts["exposures"]["accepted"],  # one sample per accepted exposure
+                           final_partitions=sum(L.is_final(d, dates, cfg.labels) for d in dates.rebuilt),
+                           samples_version=samples_version, quarantine_version=quarantine_version,
+                           seconds=time.perf_counter() - clock)
+    _append_run(spark, cfg, _run_row(summary, started, status="succeeded"))
+    for name in ("samples", "quarantine", "runs"):
+        delta.register_table(spark, cfg.storage.database, name, cfg.table_path(name))
+    return summary
+
+
+def _require_exposures(spark: SparkSession, cfg: Config, dates: L.RunDates) -> None:
+    """Every rebuilt date from the first logged one on must have exposures; the run's last date
+    always must. Dates before the logs begin are simply empty."""
+    root = cfg.raw_path("exposures")
+    present = present_dates(spark, root, cfg.raw.format)
+    first = min(present, default=None)
+    missing = [d for d in dates.rebuilt if d not in present and (first is None or d >= first or d == dates.end)]
+    if missing:
+        where = partition_path(root, missing[0]) if cfg.raw.format != "delta" else f"{root} (dt={missing[0]})"
+        more = f" (and {len(missing) - 1} more date(s))" if len(missing) > 1 else ""
+        raise PipelineError(f"missing input: no exposures for {missing[0]} at {where}{more}")
+
+
+def _require_features(exposures: DataFrame, cfg: Config) -> None:
+    """A declared feature that no valid exposure carries is a conf or data error."""
+    names = [name for name, _ in feature_columns(cfg.features)]
+    row = exposures.where(F.col(REASON).isNull()).agg(
+        F.count(F.lit(1)).alias("_rows"), *[F.count(F.col(n)).alias(n) for n in names]).first()
+    absent = [n for n in names if row["_rows"] and row[n] == 0]
+    if absent:
+        raise PipelineError(f"feature column(s) {absent} declared in features are missing from the exposures "
+                            f"at {cfg.raw_path('exposures')}")
+
+
+def _union(frames: list[DataFrame]) -> DataFrame:
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out.select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE_SCHEMA.fields])
+
+
+def _run_row(summary: BuildSummary | None, started: dt.datetime, *, status: str, dates: L.RunDates | None = None,
+             mode: str | None = None, run_id: str | None = None, error: str | None = None) -> dict:
+    dates = dates or summary.dates
+    row = {"run_id": run_id or summary.run_id, "job": JOB, "run_date": dates.end, "started_at": started,
+           "finished_at": dt.datetime.now(dt.timezone.utc), "status": status, "mode": mode or summary.mode,
+           "start_date": dates.start, "end_date": dates.end, "error": error}
+    for source in SOURCES:
+        for count in COUNTS:
+            row[f"{source}_{count}"] = summary.counts[source][count] if summary else None
+    if summary:
+        row.update(quarantined_by_reason=summary.quarantined_by_reason, samples_rows=summary.samples_rows,
+                   final_partitions=summary.final_partitions, samples_version=summary.samples_version,
+                   quarantine_version=summary.quarantine_version)
+    return row
+
+
+def _append_run(spark: SparkSession, cfg: Config, row: dict) -> None:
+    full = {f.name: row.get(f.name) for f in RUNS_SCHEMA.fields}
+    delta.append(spark.createDataFrame([full], RUNS_SCHEMA), cfg.table_path("runs"))
+
+
+def _record_failure(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_id: str,
+                    started: dt.datetime, err: Exception) -> None:
+    message = str(err).strip().splitlines()[0][:1000] if str(err).strip() else type(err).__name__
+    try:
+        _append_run(spark, cfg, _run_row(None, started, status="failed", dates=dates, mode=mode,
+                                         run_id=run_id, error=message))
+    except Exception:  # noqa: BLE001 (the run's own error matters more than its log row)
+        pass

@@ -1,0 +1,192 @@
+"""build-samples on generated data with dirt: reconciliation, labels against the truth,
+idempotency, late data, errors, formats and spark-submit."""
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from pipeline.errors import PipelineError
+from pipeline.logs import schema
+from pipeline.spark import cache_dir, delta_jar_settings
+from pipeline.synth.generate import generate, read_manifest
+
+from tests.samples.conftest import backfill, make_cfg, nightly, table, without_run_id, write_raw
+
+GENERATED = ["synth.days=8", "synth.exposures_per_day=4000", "synth.cvr=0.3",
+             "synth.dirt.orphan=0.02", "synth.dirt.before_parent=0.02", "synth.dirt.negative_value=0.02"]
+START, END = "2026-10-01", "2026-10-08"
+
+
+@pytest.fixture(scope="module")
+def generated(spark, tmp_path_factory):
+    """Eight generated days, backfilled once; 2026-10-01..04 are final."""
+    cfg = make_cfg(tmp_path_factory.mktemp("generated"), *GENERATED)
+    generate(cfg, progress=False)
+    summary = backfill(spark, cfg, START, END)
+    return cfg, summary
+
+
+def manifest_counts(cfg, source, first, last):
+    """Generated lines of ``source`` per expected outcome over event dates [first, last]."""
+    counts = {}
+    for day, per_reason in read_manifest(cfg.truth_path)["lines"][source].items():
+        if first <= day <= last:
+            for reason, n in per_reason.items():
+                counts[reason] = counts.get(reason, 0) + n
+    return counts
+
+
+def test_reconciliation_matches_the_generator_exactly(spark, generated):
+    cfg, summary = generated
+    quarantine = table(spark, cfg, "quarantine")
+    for source in schema.SOURCES:
+        expected = manifest_counts(cfg, source, START, END)
+        got = summary.counts[source]
+        assert got["read"] == sum(expected.values()), source
+        assert got["read"] == got["accepted"] + got["duplicates"] + got["quarantined"] + got["out_of_range"]
+        assert got["accepted"] == expected["clean"], source
+        assert got["duplicates"] == expected["duplicate"], source
+        by_reason = {r["reason"]: r["count"] for r in
+                     quarantine.where(F.col("source") == source).groupBy("reason").count().collect()}
+        parent_reasons = (schema.UNKNOWN_PARENT.get(source), schema.BEFORE_PARENT.get(source))
+        for reason, n in expected.items():
+            if reason not in ("clean", "duplicate", *parent_reasons):
+                assert by_reason.get(reason, 0) == n, (source, reason)
+        # A child on the run's last date whose parent is missing may still get it the day after.
+        expected_parent = sum(expected.get(r, 0) for r in parent_reasons if r)
+        got_parent = sum(by_reason.get(r, 0) for r in parent_reasons if r)
+        assert got_parent + got["out_of_range"] == expected_parent, source
+        before_end = manifest_counts(cfg, source, START, "2026-10-07")
+        got_before_end = {r["reason"]: r["count"] for r in quarantine.where(
+            (F.col("source") == source) & (F.col("dt") < dt.date(2026, 10, 8))).groupBy("reason").count().collect()}
+        for reason in parent_reasons:
+            if reason:
+                assert got_before_end.get(reason, 0) == before_end.get(reason, 0), (source, reason)
+
+
+def test_final_labels_equal_the_truth_for_every_impression(spark, generated):
+    cfg, _ = generated
+    samples = table(spark, cfg, "samples")
+    truth = spark.read.parquet(cfg.truth_path)
+    joined = samples.alias("s").join(truth.alias("t"), on="impression_id", how="full_outer")
+    assert joined.where("s.dt IS NULL OR t.dt IS NULL").count() == 0  # one sample per clean exposure
+    final = joined.where("s.labels_final")
+    assert final.select("s.dt").distinct().count() == 4
+    mismatched = final.where("s.click != t.click OR s.conversion != t.conversion "
+                             "OR abs(s.conversion_value - t.conversion_value) > 1e-6")
+    assert mismatched.count() == 0
+    assert final.where("s.conversion = 1").count() > 50
+    # Partitions still open only lack labels that have not arrived yet.
+    open_ = joined.where("NOT s.labels_final")
+    assert open_.where("s.click > t.click OR s.conversion > t.conversion").count() == 0
+    assert samples.groupBy("impression_id").count().where("count > 1").count() == 0
+
+
+def test_same_run_twice_gives_identical_tables(spark, generated):
+    cfg, first = generated
+    samples_before = without_run_id(table(spark, cfg, "samples", first.samples_version))
+    quarantine_before = without_run_id(table(spark, cfg, "quarantine", first.quarantine_version))
+    second = backfill(spark, cfg, START, END)
+    assertDataFrameEqual(without_run_id(table(spark, cfg, "samples", second.samples_version)), samples_before)
+    assertDataFrameEqual(without_run_id(table(spark, cfg, "quarantine", second.quarantine_version)), quarantine_before)
+    assert second.counts == first.counts
+
+    # A nightly run for the last date agrees with the backfill on every partition.
+    third = nightly(spark, cfg, END)
+    assert (third.dates.start, third.dates.end) == (dt.date(2026, 10, 4), dt.date(2026, 10, 8))
+    assertDataFrameEqual(without_run_id(table(spark, cfg, "samples", third.samples_version)), samples_before)
+    assertDataFrameEqual(without_run_id(table(spark, cfg, "quarantine", third.quarantine_version)),
+                         quarantine_before)
+    # Older versions stay readable.
+    assert table(spark, cfg, "samples", first.samples_version).count() == samples_before.count()
+
+
+def test_late_conversions_update_earlier_partitions(spark, tmp_path):
+    cfg = make_cfg(tmp_path, "synth.days=6", "synth.exposures_per_day=3000", "synth.cvr=0.4",
+                   "synth.conversion_delay_hours=36")
+    generate(cfg, progress=False)
+    day = dt.date(2026, 10, 2)
+    truth = spark.read.parquet(cfg.truth_path).where(F.col("dt") == day)
+    true_conversions = truth.agg(F.sum("conversion")).first()[0]
+    conversions = []
+    for night in ("2026-10-03", "2026-10-04", "2026-10-05", "2026-10-06"):
+        summary = nightly(spark, cfg, night)
+        partition = table(spark, cfg, "samples").where(F.col("dt") == day)
+        conversions.append(partition.agg(F.sum("conversion")).first()[0])
+        final = partition.select("labels_final").distinct().collect()
+        assert [r[0] for r in final] == [night == "2026-10-06"]
+        assert summary.counts["exposures"]["accepted"] > 0
+    assert conversions == sorted(conversions) and conversions[0] < conversions[-1]
+    assert conversions[-1] == true_conversions
+
+
+def test_bad_inputs_fail_with_a_clear_message(spark, tmp_path):
+    cfg = make_cfg(tmp_path, "synth.days=2", "synth.exposures_per_day=200")
+    generate(cfg, progress=False)
+    with pytest.raises(PipelineError, match=r"missing input: no exposures for 2026-10-03 at .*exposures/dt=2026-10-03"):
+        backfill(spark, cfg, "2026-10-01", "2026-10-03")
+    with pytest.raises(PipelineError, match=r"feature column\(s\) \['nope'\] declared in features"):
+        backfill(spark, make_cfg(tmp_path, "features.categorical=[user_id, nope]"), "2026-10-01", "2026-10-02")
+    with pytest.raises(PipelineError, match=r"missing input: no exposures for 2026-10-01 .*\(and 1 more date\(s\)\)"):
+        backfill(spark, make_cfg(tmp_path / "nothing-here"), "2026-10-01", "2026-10-02")
+    runs = sorted(table(spark, cfg, "runs").collect(), key=lambda r: r["started_at"])
+    assert [r["status"] for r in runs] == ["failed", "failed"]
+    assert runs[0]["error"].startswith("missing input") and runs[1]["error"].startswith("feature column")
+
+
+def test_failed_run_leaves_the_previous_version(spark, tmp_path):
+    cfg = make_cfg(tmp_path, "synth.days=2", "synth.exposures_per_day=300")
+    generate(cfg, progress=False)
+    good = backfill(spark, cfg, "2026-10-01", "2026-10-02")
+    before = table(spark, cfg, "samples").collect()
+    # A run whose samples no longer fit the table (price became categorical) fails at the write.
+    changed = make_cfg(tmp_path, "features.categorical=[user_id, item_id, price]", "features.numeric=[]")
+    with pytest.raises(Exception, match="(?i)merge|schema"):
+        backfill(spark, changed, "2026-10-01", "2026-10-02")
+    assert sorted(table(spark, cfg, "samples").collect()) == sorted(before)
+    assert delta_version(spark, cfg) == good.samples_version
+    runs = sorted(table(spark, cfg, "runs").collect(), key=lambda r: r["started_at"])
+    assert [r["status"] for r in runs] == ["succeeded", "failed"]
+
+
+def delta_version(spark, cfg):
+    from pipeline.io.delta import current_version
+
+    return current_version(spark, cfg.table_path("samples"))
+
+
+def test_parquet_and_gzip_sources(spark, tmp_path):
+    for name, extra in (("parquet", "raw.format=parquet"), ("gzip", "synth.gzip=true")):
+        cfg = make_cfg(tmp_path / name, "synth.days=2", "synth.exposures_per_day=500", extra)
+        generate(cfg, progress=False)
+        summary = backfill(spark, cfg, "2026-10-01", "2026-10-02")
+        expected = manifest_counts(cfg, "exposures", "2026-10-01", "2026-10-02")
+        assert summary.counts["exposures"]["read"] == sum(expected.values()), name
+        assert summary.samples_rows == 1000, name
+
+
+def test_cli_and_spark_submit(spark, spark_cfg, tmp_path):
+    cfg = make_cfg(tmp_path, "synth.days=2", "synth.exposures_per_day=300")
+    generate(cfg, progress=False)
+    sets = ["--set", f"storage.root={tmp_path}"]
+    bad = subprocess.run([sys.executable, "-m", "pipeline.cli", "build-samples", *sets, "--date", "2026-10-32"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "pipeline build-samples: error: bad --date: '2026-10-32' (expected a date YYYY-MM-DD)"
+    backwards = subprocess.run([sys.executable, "-m", "pipeline.cli", "build-samples", *sets,
+                                "--start", "2026-10-02", "--end", "2026-10-01"], capture_output=True, text=True)
+    assert backwards.returncode == 2 and "end 2026-10-01 is before start 2026-10-02" in backwards.stderr
+
+    jars = delta_jar_settings(spark_cfg, os.path.join(cache_dir(), "ivy"))["spark.jars"]
+    submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
+    result = subprocess.run(
+        [submit, "--master", "local[2]", "--jars", jars, "jobs/build_samples.py", "--conf", "conf/local.yaml",
+         *sets, "--set", "spark.conf.spark.ui.enabled=false", "--date", "2026-10-02"],
+        capture_output=True, text=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("build-samples nightly 2026-09-28..2026-10-02: ")
+    assert table(spark, cfg, "samples").count() == 600
