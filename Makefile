@@ -2,8 +2,9 @@
 # (idempotent: seconds once done). See README.md.
 VENV := .venv
 CONF ?= conf/local.yaml
-DEMO_START ?= 2026-10-01   # synth.start_date of conf/local.yaml
-DEMO_END ?= 2026-10-05     # ... plus synth.days - 1
+# The demo's dates: synth.start_date of conf/local.yaml, plus synth.days - 1.
+DEMO_START ?= 2026-10-01
+DEMO_END ?= 2026-10-05
 PIPELINE := $(VENV)/bin/pipeline
 
 .PHONY: env demo test bench clean
