@@ -16,7 +16,7 @@ stamp_key=$(cat setup.py .ci/bootstrap.sh | sha1sum | cut -c1-12)
 stamp=$VENV/.ready-$stamp_key
 
 if [ -f "$stamp" ]; then exit 0; fi
-echo "[setup] creating $VENV (first run: ~15 min for downloads and the Horovod build; later runs: seconds)"
+echo "[setup] creating $VENV (first run: about 8 min for downloads and the Horovod build; later runs: seconds)"
 mkdir -p "$CACHE/wheels"
 [ -x $VENV/bin/python ] || "$PYTHON" -m venv $VENV
 PY=$VENV/bin/python
