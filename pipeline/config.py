@@ -20,8 +20,12 @@ import yaml
 from pipeline.dates import parse_date
 from pipeline.errors import ConfigError, PipelineError
 
-TABLE_NAMES = ("samples", "quarantine", "runs", "models", "scores")
+TABLE_NAMES = ("samples", "quarantine", "runs", "models", "scores", "training_set")
 SOURCES = ("exposures", "clicks", "conversions")
+
+
+def _frozen_dict() -> Mapping[str, str]:
+    return types.MappingProxyType({})
 
 
 def _local_spark_settings() -> Mapping[str, str]:
@@ -37,6 +41,7 @@ def _local_spark_settings() -> Mapping[str, str]:
 class StorageConf:
     root: str = "./data"
     database: Optional[str] = None
+    artifacts: Optional[str] = None  # model directories; None: <root>/artifacts (a local or mounted path)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class TablesConf:
     runs: Optional[str] = None
     models: Optional[str] = None
     scores: Optional[str] = None
+    training_set: Optional[str] = None  # the encoded training set the models record a version of
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,18 @@ class FeaturesConf:
         "user_id", "item_id", "position", "category", "brand", "device", "user_age", "user_gender",
     )
     numeric: tuple[str, ...] = ("price", "user_activity")
+    min_count: int = 2                    # rarer categorical values share index 0 with unknowns
+    hash_buckets: Mapping[str, str] = field(default_factory=_frozen_dict)  # feature -> buckets, instead of a vocabulary
 
     def __post_init__(self) -> None:
         both = set(self.categorical) & set(self.numeric)
         if both:
             raise ConfigError(f"features: {sorted(both)} listed as both categorical and numeric")
+        _require(self.min_count >= 1, "features.min_count must be >= 1")
+        for name, buckets in self.hash_buckets.items():
+            _require(name in self.categorical, f"features.hash_buckets.{name}: not a categorical feature")
+            _require(buckets.isdigit() and int(buckets) >= 1,
+                     f"features.hash_buckets.{name}: expected a positive integer, got {buckets!r}")
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,61 @@ class SynthConf:
         _require(self.selection_bias >= 0, "synth.selection_bias must be >= 0")
 
 
+MODEL_NAMES = ("ctr_dnn", "cvr_naive", "reweight", "shared_bottom", "esmm", "omoe", "mmoe", "ple", "aitm")
+
+
+@dataclass(frozen=True)
+class ModelConf:
+    """Architecture of ``pipeline train`` (``--model`` overrides ``name``)."""
+
+    name: Literal["ctr_dnn", "cvr_naive", "reweight", "shared_bottom", "esmm", "omoe", "mmoe", "ple", "aitm"] = "esmm"
+    tasks: tuple[str, ...] = ("ctr", "cvr")
+    cvr_mode: Literal["entire_space", "masked"] = "entire_space"
+    embedding_dim: int = 16
+    bottom_hidden: tuple[int, ...] = (128, 64)
+    tower_hidden: tuple[int, ...] = (64,)
+    num_experts: int = 4
+    expert_hidden: tuple[int, ...] = (64,)
+    num_shared_experts: int = 2
+    num_task_experts: int = 2
+    ple_layers: int = 2
+    dropout: float = 0.1
+    interaction: bool = True
+    reweight_conversion: float = 5.0
+    reweight_value: float = 1.0
+
+    def __post_init__(self) -> None:
+        for task in self.tasks:
+            _require(task in ("ctr", "cvr", "value"), f"model.tasks: unknown task {task!r} (ctr, cvr, value)")
+        _require(0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainingConf:
+    epochs: int = 3
+    batch_size: int = 1024
+    learning_rate: float = 0.002
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.05         # of all steps, linear warm-up before cosine decay
+    schedule: Literal["cosine", "constant"] = "cosine"
+    patience: int = 1                     # epochs without validation improvement before stopping
+    seed: int = 7
+    loss_weighting: Literal["fixed", "uncertainty", "gradnorm"] = "fixed"
+    loss_weights: Mapping[str, str] = field(default_factory=_frozen_dict)  # fixed weights per loss key
+    validation_days: int = 1              # days after --end used for early stopping
+    test_days: int = 1                    # days after those, for the reported metrics (0: report validation)
+    final_only: bool = True               # train only on partitions whose labels are final
+    num_proc: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "validation_days"):
+            _require(getattr(self, name) >= 1, f"training.{name} must be >= 1")
+        _require(self.learning_rate > 0, "training.learning_rate must be > 0")
+        _require(self.test_days >= 0 and self.patience >= 0, "training.test_days and training.patience must be >= 0")
+        _require(0.0 <= self.warmup_fraction < 1.0, "training.warmup_fraction must be in [0, 1)")
+        _require(self.num_proc >= 1, "training.num_proc must be >= 1")
+
+
 @dataclass(frozen=True)
 class Config:
     storage: StorageConf = field(default_factory=StorageConf)
@@ -181,6 +249,8 @@ class Config:
     labels: LabelsConf = field(default_factory=LabelsConf)
     spark: SparkConf = field(default_factory=SparkConf)
     synth: SynthConf = field(default_factory=SynthConf)
+    model: ModelConf = field(default_factory=ModelConf)
+    training: TrainingConf = field(default_factory=TrainingConf)
 
     def table_path(self, name: str) -> str:
         """Where table ``name`` lives: ``tables.<name>`` or ``<storage.root>/<name>``."""
@@ -197,6 +267,10 @@ class Config:
     @property
     def truth_path(self) -> str:
         return self.synth.truth_path or _join(self.storage.root, "truth")
+
+    @property
+    def artifacts_path(self) -> str:
+        return self.storage.artifacts or _join(self.storage.root, "artifacts")
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:

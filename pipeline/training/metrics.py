@@ -24,3 +24,51 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
     ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
     return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
+    """Group AUC: the AUC within each group (e.g. user) that has both classes, averaged with the
+    group's number of rows as weight; NaN when no group has both classes."""
+    labels, scores, groups = np.asarray(labels), np.asarray(scores), np.asarray(groups)
+    order = np.argsort(groups, kind="mergesort")
+    groups, labels, scores = groups[order], labels[order], scores[order]
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ends = np.r_[starts[1:], len(groups)]
+    total, weight = 0.0, 0
+    for start, end in zip(starts, ends):
+        positives = labels[start:end].sum()
+        if 0 < positives < end - start:
+            total += auc(labels[start:end], scores[start:end]) * (end - start)
+            weight += end - start
+    return total / weight if weight else float("nan")
+
+
+def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else float("nan")
+
+
+def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean prediction / mean label (1.0 is calibrated on average)."""
+    mean_label = float(np.mean(labels)) if len(labels) else 0.0
+    return float(np.mean(probs)) / mean_label if mean_label > 0 else float("nan")
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Reliability diagram data: rows of equal-count bins of the prediction, with the mean
+    prediction, the observed rate and the count of each bin."""
+    order = np.argsort(probs, kind="mergesort")
+    out = []
+    for chunk in np.array_split(order, bins):
+        if len(chunk):
+            out.append({"mean_prediction": float(np.mean(probs[chunk])),
+                        "observed_rate": float(np.mean(labels[chunk])), "count": int(len(chunk))})
+    return out
+
+
+def rmse(targets: np.ndarray, predictions: np.ndarray) -> float:
+    if not len(targets):
+        return float("nan")
+    return float(np.sqrt(np.mean((np.asarray(targets, np.float64) - np.asarray(predictions, np.float64)) ** 2)))

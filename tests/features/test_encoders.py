@@ -1,0 +1,65 @@
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from pipeline.config import load_config
+from pipeline.features.encoders import Encoders, encode, fit_encoders
+
+D1, D2 = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
+
+
+@pytest.fixture(scope="module")
+def rows(spark):
+    data = [("a", "x", 1.0, D1), ("a", "x", 3.0, D1), ("a", "y", None, D1), ("b", "y", 7.0, D1),
+            ("b", None, 1.0, D1), ("c", "z", 15.0, D1),
+            ("a", "x", 1000.0, D2), ("d", "w", 1000.0, D2)]
+    return spark.createDataFrame(data, "shop string, color string, price double, dt date")
+
+
+def features(*extra):
+    return load_config(None, ["features.categorical=[shop, color]", "features.numeric=[price]", *extra]).features
+
+
+def test_vocabulary_is_frequency_ordered_with_min_count(rows):
+    enc = fit_encoders(rows.where(F.col("dt") == D1), features("features.min_count=2"))
+    assert enc.vocabularies == {"shop": ("a", "b"), "color": ("x", "y")}  # c, z: seen once
+    assert enc.cardinalities == (3, 3)
+
+
+def test_unseen_missing_and_rare_values_map_to_zero(rows):
+    enc = fit_encoders(rows.where(F.col("dt") == D1), features("features.min_count=2"))
+    encoded = {r["shop"] + str(r["color"]): (r["cat_shop"], r["cat_color"])
+               for r in encode(rows, enc, keep=("shop", "color")).collect()}
+    assert encoded["ax"] == (1, 1) and encoded["by"] == (2, 2)
+    assert encoded["bNone"] == (2, 0)   # missing
+    assert encoded["cz"] == (0, 0)      # rare in training
+    assert encoded["dw"] == (0, 0)      # never seen in training
+
+
+def test_numeric_stats_come_from_the_training_range_only(rows):
+    import math
+
+    enc = fit_encoders(rows.where(F.col("dt") == D1), features())
+    logs = [math.log1p(v) for v in (1.0, 3.0, 7.0, 1.0, 15.0)]
+    mean = sum(logs) / len(logs)
+    std = math.sqrt(sum((v - mean) ** 2 for v in logs) / len(logs))
+    assert enc.numeric_stats["price"] == pytest.approx((mean, std))  # D2's 1000s left out
+    out = encode(rows.where(F.col("price").isNull()), enc).first()
+    assert out["num_price"] == 0.0  # missing -> the mean
+
+
+def test_hashing_option(rows):
+    enc = fit_encoders(rows, features("features.hash_buckets.shop=16"))
+    assert "shop" not in enc.vocabularies and enc.cardinality("shop") == 17
+    ids = [r["cat_shop"] for r in encode(rows, enc).collect()]
+    assert all(1 <= i <= 16 for i in ids)
+
+
+def test_stored_encoders_reproduce_the_encoding_exactly(rows):
+    enc = fit_encoders(rows.where(F.col("dt") == D1), features("features.hash_buckets.color=8"))
+    again = Encoders.from_json(enc.to_json())
+    assert again == enc
+    assertDataFrameEqual(encode(rows, again, keep=("shop", "color", "price", "dt")),
+                         encode(rows, enc, keep=("shop", "color", "price", "dt")))
