@@ -11,12 +11,12 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
-from pipeline.config import Config, load_config, to_dict
+from pipeline.config import MODEL_NAMES, Config, load_config, to_dict
 from pipeline.dates import date_range, parse_date
 from pipeline.errors import PipelineError
 
 EXIT_USER_ERROR = 2
-DATED_COMMANDS = ("build-samples",)
+DATED_COMMANDS = ("build-samples", "train")
 
 
 def _generate(cfg: Config, args: argparse.Namespace) -> int:
@@ -43,6 +43,21 @@ def _build_samples(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.spark import get_spark
+    from pipeline.training.train import train_model
+
+    if not (args.start and args.end):
+        raise PipelineError("give --start D1 and --end D2 (the training days)")
+    start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
+    date_range(start, end)  # rejects end < start
+    spark = get_spark(cfg, app_name="mtrank-train")
+    summary = train_model(spark, cfg, start, end, model_name=args.model,
+                          num_proc=args.num_proc or cfg.training.num_proc)
+    print(summary.line())
+    return 0
+
+
 def _truth(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.synth.summary import truth_summary
 
@@ -65,6 +80,7 @@ def _show_config(cfg: Config, args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
     "build-samples": ("raw logs -> entire-space samples, quarantine and a runs row (Delta)", _build_samples),
+    "train": ("train one model on a date range of samples, evaluate and register it", _train),
     "generate": ("write synthetic raw logs and their truth table", _generate),
     "truth": ("summarize the generated truth: label rates, oracle AUCs, dirt", _truth),
     "show-config": ("print the effective configuration (defaults, file, --set)", _show_config),
@@ -81,9 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                          help="override one conf key, e.g. --set synth.days=3 (repeatable)")
         if name in DATED_COMMANDS:
-            sub.add_argument("--date", metavar="YYYY-MM-DD", help="nightly run for this date")
-            sub.add_argument("--start", metavar="YYYY-MM-DD", help="backfill: first date")
-            sub.add_argument("--end", metavar="YYYY-MM-DD", help="backfill: last date")
+            if name == "build-samples":
+                sub.add_argument("--date", metavar="YYYY-MM-DD", help="nightly run for this date")
+            sub.add_argument("--start", metavar="YYYY-MM-DD", help="first date (build-samples: backfill; train: first training day)")
+            sub.add_argument("--end", metavar="YYYY-MM-DD", help="last date (build-samples: backfill; train: last training day)")
+        if name == "train":
+            sub.add_argument("--model", choices=MODEL_NAMES, help="model to train (default: model.name)")
+            sub.add_argument("--num-proc", type=int, help="processes (default: training.num_proc)")
     return parser
 
 

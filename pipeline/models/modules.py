@@ -1,0 +1,333 @@
+"""Small building blocks of the ranking networks, each built from ints and lists.
+
+Every module exposes ``output_dim``, the size of the last dimension of what it returns.
+
+Shape notation: B batch, F categorical fields, D embedding dim, N numeric features,
+I input dim, H hidden dim, E experts, T tasks.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class FusedEmbedding(nn.Module):
+    """All categorical features in one embedding table, feature ``f`` at rows ``offsets[f]:``.
+
+    One table means one lookup per batch instead of a Python loop over per-feature tables.
+
+    Args:
+        cardinalities: vocabulary size of each feature, including id 0 (unknown).
+        dim: embedding size D.
+        init_std: standard deviation of the normal initialisation; small, so that the
+            pairwise interaction starts near zero.
+    """
+
+    def __init__(self, cardinalities: Sequence[int], dim: int, init_std: float = 0.01) -> None:
+        super().__init__()
+        sizes = torch.tensor(list(cardinalities), dtype=torch.long)
+        # Exclusive cumulative sum: feature f starts where features 0..f-1 end.
+        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes)  # [F]
+        self.embedding = nn.Embedding(int(sizes.sum()), dim)
+        nn.init.normal_(self.embedding.weight, std=init_std)
+        self.num_features = len(sizes)
+        self.dim = dim
+        self.output_dim = self.num_features * dim
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Look up every field of every row.
+
+        Args:
+            ids: [B, F] long; ids of feature ``f`` in ``[0, cardinalities[f])`` (an id past
+                the end would silently read the next feature's rows).
+
+        Returns:
+            [B, F, D] embeddings.
+        """
+        return self.embedding(ids + self.offsets)  # [B, F] + [F] -> [B, F] -> [B, F, D]
+
+
+class PairwiseInteraction(nn.Module):
+    """Factorization-machine second-order term: the sum of all pairwise field products.
+
+    Args:
+        dim: embedding size D.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.output_dim = dim
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        """Sum over field pairs ``i < j`` of ``e_i * e_j`` in O(F D).
+
+        Args:
+            embeddings: [B, F, D].
+
+        Returns:
+            [B, D], ``0.5 * ((sum_f e_f)^2 - sum_f e_f^2)``.
+        """
+        square_of_sum = embeddings.sum(dim=1).pow(2)  # [B, D]
+        sum_of_squares = embeddings.pow(2).sum(dim=1)  # [B, D]
+        return 0.5 * (square_of_sum - sum_of_squares)  # [B, D]
+
+
+class MLP(nn.Module):
+    """Linear, ReLU, Dropout for each hidden size; the identity when ``hidden`` is empty.
+
+    Args:
+        input_dim: I.
+        hidden: hidden sizes, in order.
+        dropout: dropout probability after each hidden layer.
+    """
+
+    def __init__(self, input_dim: int, hidden: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for in_dim, out_dim in zip([input_dim, *hidden], hidden):
+            layers += [nn.Linear(in_dim, out_dim), nn.ReLU(), nn.Dropout(dropout)]
+        self.layers = nn.Sequential(*layers)
+        self.output_dim = hidden[-1] if hidden else input_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the layers.
+
+        Args:
+            x: [B, I].
+
+        Returns:
+            [B, H] with H = ``output_dim``.
+        """
+        return self.layers(x)
+
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the last Linear layer (empty when there is none)."""
+        linears = [m for m in self.layers if isinstance(m, nn.Linear)]
+        return list(linears[-1].parameters()) if linears else []
+
+
+class Experts(nn.Module):
+    """E independent MLPs over the same input.
+
+    Args:
+        num_experts: E.
+        input_dim: I.
+        hidden: hidden sizes of each expert (non-empty).
+        dropout: dropout probability after each hidden layer.
+    """
+
+    def __init__(self, num_experts: int, input_dim: int, hidden: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(MLP(input_dim, hidden, dropout) for _ in range(num_experts))
+        self.num_experts = num_experts
+        self.output_dim = self.experts[0].output_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Run every expert.
+
+        Args:
+            x: [B, I].
+
+        Returns:
+            [B, E, H] expert outputs.
+        """
+        return torch.stack([expert(x) for expert in self.experts], dim=1)  # E x [B, H] -> [B, E, H]
+
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the last Linear layer of every expert."""
+        return [p for expert in self.experts for p in expert.last_layer_parameters()]
+
+
+class Gate(nn.Module):
+    """Softmax mixture weights over E experts, computed from the input.
+
+    Args:
+        input_dim: I.
+        num_experts: E.
+    """
+
+    def __init__(self, input_dim: int, num_experts: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(input_dim, num_experts)
+        self.output_dim = num_experts
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Compute the mixture weights.
+
+        Args:
+            x: [B, I].
+
+        Returns:
+            [B, E] weights, each row sums to 1.
+        """
+        return torch.softmax(self.linear(x), dim=-1)  # [B, E]
+
+
+def mix(gate: Tensor, experts: Tensor) -> Tensor:
+    """Gate-weighted sum of expert outputs.
+
+    Args:
+        gate: [B, E] weights.
+        experts: [B, E, H] outputs.
+
+    Returns:
+        [B, H].
+    """
+    return torch.einsum("be,beh->bh", gate, experts)  # [B, E] x [B, E, H] -> [B, H]
+
+
+class Tower(nn.Module):
+    """A task head: MLP, then one output unit (a logit, or a regression value).
+
+    Args:
+        input_dim: I.
+        hidden: hidden sizes before the output unit (may be empty).
+        dropout: dropout probability after each hidden layer.
+    """
+
+    def __init__(self, input_dim: int, hidden: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        self.mlp = MLP(input_dim, hidden, dropout)
+        self.head = nn.Linear(self.mlp.output_dim, 1)
+        self.output_dim = 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Compute the output unit.
+
+        Args:
+            x: [B, I].
+
+        Returns:
+            [B] logits.
+        """
+        return self.head(self.mlp(x)).squeeze(-1)  # [B, H] -> [B, 1] -> [B]
+
+
+class ExtractionLayer(nn.Module):
+    """One PLE extraction layer (Customized Gate Control, Tang et al., RecSys 2020).
+
+    Each task mixes its own experts and the shared experts with its own gate. Unless this is
+    the last layer, a shared gate also mixes all experts into the next layer's shared input.
+
+    Args:
+        num_tasks: T.
+        input_dim: I, the size of every task input and of the shared input.
+        num_shared_experts: shared experts.
+        num_task_experts: experts per task.
+        hidden: hidden sizes of each expert.
+        dropout: dropout probability after each hidden layer.
+        is_last: the last layer computes no shared output.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        input_dim: int,
+        num_shared_experts: int,
+        num_task_experts: int,
+        hidden: Sequence[int],
+        dropout: float,
+        is_last: bool,
+    ) -> None:
+        super().__init__()
+        self.task_experts = nn.ModuleList(
+            Experts(num_task_experts, input_dim, hidden, dropout) for _ in range(num_tasks))
+        self.shared_experts = Experts(num_shared_experts, input_dim, hidden, dropout)
+        self.task_gates = nn.ModuleList(
+            Gate(input_dim, num_task_experts + num_shared_experts) for _ in range(num_tasks))
+        self.shared_gate = (
+            None if is_last else Gate(input_dim, num_tasks * num_task_experts + num_shared_experts))
+        self.output_dim = self.shared_experts.output_dim
+
+    def forward(self, task_inputs: list[Tensor], shared_input: Tensor) -> tuple[list[Tensor], Tensor | None]:
+        """Mix own and shared experts per task (and all experts for the shared output).
+
+        Args:
+            task_inputs: T tensors [B, I], one per task.
+            shared_input: [B, I].
+
+        Returns:
+            T task outputs [B, H], and the shared output [B, H] (None for the last layer).
+        """
+        shared = self.shared_experts(shared_input)  # [B, Es, H]
+        per_task = [experts(x) for experts, x in zip(self.task_experts, task_inputs)]  # T x [B, Et, H]
+        task_outputs = [
+            mix(gate(x), torch.cat([own, shared], dim=1))  # [B, Et + Es, H] -> [B, H]
+            for gate, x, own in zip(self.task_gates, task_inputs, per_task)
+        ]
+        if self.shared_gate is None:
+            return task_outputs, None
+        everything = torch.cat([*per_task, shared], dim=1)  # [B, T * Et + Es, H]
+        return task_outputs, mix(self.shared_gate(shared_input), everything)  # [B, H]
+
+
+class InformationTransfer(nn.Module):
+    """AITM's Adaptive Information Transfer (Xi et al., KDD 2021).
+
+    The previous task's representation is transferred through a small layer, then an
+    attention over {transferred, current} decides how much of it the current task uses.
+
+    Args:
+        dim: H, the size of both representations.
+        dropout: dropout probability after the transfer layer.
+    """
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.transfer = MLP(dim, [dim], dropout)
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.scale = dim ** -0.5
+        self.output_dim = dim
+
+    def forward(self, previous: Tensor, current: Tensor) -> Tensor:
+        """Attend over the transferred previous representation and the current one.
+
+        Args:
+            previous: [B, H], the previous task's representation after its own transfer.
+            current: [B, H], this task's tower representation.
+
+        Returns:
+            [B, H], the attention-weighted sum of the two.
+        """
+        candidates = torch.stack([self.transfer(previous), current], dim=1)  # [B, 2, H]
+        scores = (self.query(candidates) * self.key(candidates)).sum(-1) * self.scale  # [B, 2]
+        weights = torch.softmax(scores, dim=1)  # [B, 2]
+        return (weights.unsqueeze(-1) * self.value(candidates)).sum(dim=1)  # [B, 2, H] -> [B, H]
+
+
+class SharedInput(nn.Module):
+    """The input of every network: field embeddings, numeric features and their interaction.
+
+    Args:
+        cardinalities: vocabulary size of each categorical feature, including id 0.
+        embedding_dim: D.
+        num_numeric: N (may be 0).
+        interaction: append the pairwise (FM) interaction of the field embeddings.
+    """
+
+    def __init__(self, cardinalities: Sequence[int], embedding_dim: int, num_numeric: int, interaction: bool) -> None:
+        super().__init__()
+        self.embedding = FusedEmbedding(cardinalities, embedding_dim)
+        self.interaction = PairwiseInteraction(embedding_dim) if interaction else None
+        self.output_dim = (
+            self.embedding.output_dim + num_numeric + (self.interaction.output_dim if self.interaction else 0))
+
+    def forward(self, cat: Tensor, num: Tensor) -> Tensor:
+        """Build the network input.
+
+        Args:
+            cat: [B, F] long categorical ids.
+            num: [B, N] float standardized numeric features.
+
+        Returns:
+            [B, F * D + N (+ D with the interaction)].
+        """
+        embeddings = self.embedding(cat)  # [B, F, D]
+        parts = [embeddings.flatten(1), num]  # [B, F * D], [B, N]
+        if self.interaction is not None:
+            parts.append(self.interaction(embeddings))  # [B, D]
+        return torch.cat(parts, dim=1)

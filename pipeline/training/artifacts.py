@@ -1,0 +1,86 @@
+"""Model artifacts and the ``models`` registry.
+
+A model directory (``<storage.artifacts>/<model_id>/``) holds ``weights.pt`` (a state dict, loaded
+with ``weights_only=True``), ``model.json`` (name and spec), ``encoders.json``, ``metrics.json``,
+``history.json`` (per-epoch losses) and ``config.yaml`` (the effective conf of the run).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+import yaml
+from pyspark.sql import SparkSession
+from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
+
+from pipeline.config import Config, to_dict
+from pipeline.errors import PipelineError
+from pipeline.features.encoders import Encoders
+from pipeline.io import delta
+from pipeline.models import ModelSpec, build_model
+
+MODELS_SCHEMA = StructType([
+    StructField("model_id", StringType()), StructField("model_type", StringType()),
+    StructField("created_at", TimestampType()), StructField("train_start", DateType()),
+    StructField("train_end", DateType()), StructField("training_set_version", LongType()),
+    StructField("params", StringType()), StructField("metrics", StringType()),
+    StructField("artifact_uri", StringType()),
+])
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model_id: str
+    name: str
+    spec: ModelSpec
+    encoders: Encoders
+    network: torch.nn.Module
+
+
+def save_artifact(directory: str, *, name: str, spec: ModelSpec, network: torch.nn.Module,
+                  encoders: Encoders, metrics: dict, history: list, cfg: Config) -> None:
+    os.makedirs(directory, exist_ok=True)
+    torch.save(network.state_dict(), os.path.join(directory, "weights.pt"))
+    _write(directory, "model.json", json.dumps({"name": name, "spec": dataclasses.asdict(spec)}, indent=1))
+    _write(directory, "encoders.json", encoders.to_json())
+    _write(directory, "metrics.json", json.dumps(metrics, indent=1, default=float))
+    _write(directory, "history.json", json.dumps(history, indent=1, default=float))
+    _write(directory, "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_artifact(directory: str) -> LoadedModel:
+    """Rebuilds the network from ``model.json`` and loads its weights (``weights_only=True``)."""
+    if not os.path.exists(os.path.join(directory, "weights.pt")):
+        raise PipelineError(f"no model artifact at {directory}")
+    with open(os.path.join(directory, "model.json"), encoding="utf-8") as fh:
+        described = json.load(fh)
+    with open(os.path.join(directory, "encoders.json"), encoding="utf-8") as fh:
+        encoders = Encoders.from_json(fh.read())
+    spec = ModelSpec(**described["spec"])
+    network = build_model(described["name"], spec)
+    network.load_state_dict(torch.load(os.path.join(directory, "weights.pt"), weights_only=True))
+    network.eval()
+    return LoadedModel(model_id=os.path.basename(directory.rstrip("/")), name=described["name"], spec=spec,
+                       encoders=encoders, network=network)
+
+
+def register_model(spark: SparkSession, cfg: Config, *, model_id: str, name: str, train_start: dt.date,
+                   train_end: dt.date, training_set_version: int, params: dict, metrics: dict,
+                   artifact_uri: str) -> int:
+    """Appends the model's row to the ``models`` registry; returns the version written."""
+    row = {"model_id": model_id, "model_type": name, "created_at": dt.datetime.now(dt.timezone.utc),
+           "train_start": train_start, "train_end": train_end, "training_set_version": training_set_version,
+           "params": json.dumps(params, sort_keys=True, default=str),
+           "metrics": json.dumps(metrics, sort_keys=True, default=float), "artifact_uri": artifact_uri}
+    version = delta.append(spark.createDataFrame([row], MODELS_SCHEMA), cfg.table_path("models"))
+    delta.register_table(spark, cfg.storage.database, "models", cfg.table_path("models"))
+    return version
+
+
+def _write(directory: str, name: str, text: str) -> None:
+    with open(os.path.join(directory, name), "w", encoding="utf-8") as fh:
+        fh.write(text)

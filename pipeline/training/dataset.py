@@ -1,0 +1,125 @@
+"""The training set: samples of the training, validation and test days, encoded in Spark and
+written to the ``training_set`` Delta table, then loaded as arrays for one process.
+
+Shape notation: N rows, F categorical features, M numeric features.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipeline.config import Config
+from pipeline.errors import PipelineError
+from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders, encode, fit_encoders
+from pipeline.io import delta
+
+KEYS = ("impression_id", "user_id")
+LABELS = ("click", "conversion", "conversion_value")
+
+
+@dataclass(frozen=True)
+class Split:
+    train: tuple[dt.date, ...]
+    validation: tuple[dt.date, ...]
+    test: tuple[dt.date, ...]
+
+    @property
+    def all(self) -> tuple[dt.date, ...]:
+        return self.train + self.validation + self.test
+
+    @property
+    def report(self) -> tuple[dt.date, ...]:
+        """The days whose metrics are reported: the test days, else the validation days."""
+        return self.test or self.validation
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    path: str
+    version: int
+    split: Split
+    encoders: Encoders
+
+
+def split_dates(start: dt.date, end: dt.date, validation_days: int, test_days: int) -> Split:
+    """Training ``start..end``, then ``validation_days``, then ``test_days`` days."""
+    def days(first: dt.date, count: int) -> tuple[dt.date, ...]:
+        return tuple(first + dt.timedelta(days=i) for i in range(count))
+
+    train = days(start, (end - start).days + 1)
+    validation = days(end + dt.timedelta(days=1), validation_days)
+    return Split(train=train, validation=validation,
+                 test=days(validation[-1] + dt.timedelta(days=1), test_days))
+
+
+def build_training_set(spark: SparkSession, cfg: Config, split: Split) -> TrainingSet:
+    """Fits the encoders on the training days and writes every split day, encoded, to the
+    ``training_set`` table; returns the version written (the one the model records).
+
+    Raises:
+        PipelineError: when a day has no samples, or (with ``training.final_only``) labels that
+            are not final yet.
+    """
+    samples = delta.read_table(spark, cfg.table_path("samples")).where(F.col("dt").isin(list(split.all)))
+    _check_days(samples, split, cfg.training.final_only)
+    encoders = fit_encoders(samples.where(F.col("dt").isin(list(split.train))), cfg.features)
+    encoded = encode(samples, encoders, keep=(*KEYS, *LABELS, "dt"))
+    path = cfg.table_path("training_set")
+    version = delta.replace_partitions(encoded, path, split.all)
+    delta.register_table(spark, cfg.storage.database, "training_set", path)
+    return TrainingSet(path=path, version=version, split=split, encoders=encoders)
+
+
+def _check_days(samples: DataFrame, split: Split, final_only: bool) -> None:
+    rows = {r["dt"]: (r["rows"], r["final"]) for r in samples.groupBy("dt").agg(
+        F.count(F.lit(1)).alias("rows"), F.min(F.col("labels_final").cast("int")).alias("final")).collect()}
+    for day in split.all:
+        if day not in rows:
+            raise PipelineError(f"no samples for {day} (needed for training, validation or test); "
+                                f"run build-samples for it first")
+        if final_only and not rows[day][1]:
+            raise PipelineError(f"samples for {day} are not final yet (labels_final = false); "
+                                f"wait for later nights or --set training.final_only=false")
+
+
+def load_arrays(spark: SparkSession, training_set: TrainingSet, days: tuple[dt.date, ...]) -> dict[str, np.ndarray]:
+    """Rows of ``days`` at the pinned version, ordered by ``impression_id`` (deterministic).
+
+    Returns:
+        ``cat`` [N, F] int64, ``num`` [N, M] float32, the labels [N] float32, and the keys [N].
+    """
+    enc = training_set.encoders
+    cat_cols = [f"{CAT_PREFIX}{n}" for n in enc.categorical]
+    num_cols = [f"{NUM_PREFIX}{n}" for n in enc.numeric]
+    frame = (delta.read_table(spark, training_set.path, training_set.version)
+             .where(F.col("dt").isin(list(days))).orderBy("impression_id")
+             .select(*KEYS, *LABELS, *cat_cols, *num_cols).toPandas())
+    arrays = {"cat": frame[cat_cols].to_numpy(np.int64).reshape(len(frame), len(cat_cols)),
+              "num": frame[num_cols].to_numpy(np.float32).reshape(len(frame), len(num_cols))}
+    arrays.update({name: frame[name].to_numpy(np.float32) for name in LABELS})
+    arrays.update({name: frame[name].to_numpy() for name in KEYS})
+    return arrays
+
+
+def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The model inputs and labels as tensors (keys stay behind)."""
+    return {name: torch.from_numpy(arrays[name]) for name in ("cat", "num", *LABELS)}
+
+
+def batches(tensors: dict[str, torch.Tensor], batch_size: int, *, shuffle: bool, seed: int = 0,
+            epoch: int = 0):
+    """Yields dicts of [B, ...] tensors. The order depends on ``seed`` and ``epoch`` only, so a
+    resumed run sees the same batches as an uninterrupted one."""
+    n = len(tensors["click"])
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    else:
+        order = torch.arange(n)
+    for start in range(0, n, batch_size):
+        index = order[start:start + batch_size]
+        yield {name: tensor[index] for name, tensor in tensors.items()}

@@ -1,0 +1,100 @@
+"""pipeline train on generated samples: learning against the oracle, ESMM against the naive CVR
+model on the entire space, artifacts, the registry, resume, and errors."""
+import datetime as dt
+import os
+
+import numpy as np
+import pytest
+import torch
+from pyspark.sql import functions as F
+
+from pipeline.errors import PipelineError
+from pipeline.io import delta
+from pipeline.synth.generate import generate
+from pipeline.training.artifacts import load_artifact
+from pipeline.training.dataset import batches, load_arrays, to_tensors
+from pipeline.training.evaluate import predict
+from pipeline.training.train import train_model
+from pipeline.models import probabilities
+
+from tests.samples.conftest import backfill, make_cfg
+
+# A small world (100 users, 60 items, CTR 0.2) so that seconds of training on 50k rows learn
+# most of what the oracle knows; the default world needs far more data per user and item.
+WORLD = ["synth.days=8", "synth.exposures_per_day=25000", "synth.num_users=100", "synth.num_items=60",
+         "synth.num_brands=40", "synth.ctr=0.2", "synth.cvr=0.3",
+         "model.bottom_hidden=[64, 32]", "model.tower_hidden=[32]", "model.expert_hidden=[32]",
+         "model.embedding_dim=16", "training.epochs=4", "training.batch_size=512", "training.learning_rate=0.01"]
+START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 2)  # validation 10-03, test 10-04 (final)
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    cfg = make_cfg(tmp_path_factory.mktemp("train"), *WORLD)
+    generate(cfg, progress=False)
+    backfill(spark, cfg, "2026-10-01", "2026-10-08")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def esmm(spark, world):
+    return train_model(spark, world, START, END, model_name="esmm", progress=False)
+
+
+def test_esmm_learns_close_to_the_oracle(esmm):
+    ctr = esmm.metrics["ctr"]
+    # The oracle AUC (true pCTR as the score) is the best any model can reach on this day; half
+    # of the true logit is a user x item latent-factor product, which 50k rows pin down only in
+    # part: the measured gap is 0.07 (0.717 vs 0.791). A model that learned nothing sits at 0.5.
+    assert ctr["auc"] > ctr["oracle_auc"] - 0.1, ctr
+    assert 0.7 < ctr["calibration"] < 1.4
+    assert esmm.metrics["ctcvr"]["auc"] > 0.65
+    assert esmm.samples_per_second > 0 and esmm.report_days == (dt.date(2026, 10, 4),)
+
+
+def test_artifact_and_registry(spark, world, esmm):
+    row = delta.read_table(spark, world.table_path("models")).where(F.col("model_id") == esmm.model_id).first()
+    assert row["model_type"] == "esmm" and row["artifact_uri"] == esmm.artifact_uri
+    assert row["training_set_version"] == esmm.training_set_version
+    assert (row["train_start"], row["train_end"]) == (START, END)
+    for name in ("weights.pt", "model.json", "encoders.json", "metrics.json", "history.json", "config.yaml"):
+        assert os.path.exists(os.path.join(esmm.artifact_uri, name)), name
+
+    loaded = load_artifact(esmm.artifact_uri)  # weights_only=True inside
+    from pipeline.training.dataset import TrainingSet, split_dates
+
+    split = split_dates(START, END, 1, 1)
+    training_set = TrainingSet(path=world.table_path("training_set"), version=esmm.training_set_version,
+                               split=split, encoders=loaded.encoders)
+    arrays = load_arrays(spark, training_set, split.test)
+    probs = predict(loaded.network, lambda logits: probabilities("esmm", logits, loaded.spec),
+                    batches(to_tensors(arrays), 4096, shuffle=False))
+    from pipeline.training.metrics import auc
+
+    assert auc(arrays["click"], probs["p_ctr"]) == pytest.approx(esmm.metrics["ctr"]["auc"], abs=1e-9)
+    np.testing.assert_allclose(probs["p_ctcvr"], probs["p_ctr"] * probs["p_cvr"], rtol=1e-6)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(spark, world):
+    cfg = make_cfg(world.storage.root, *WORLD, "training.epochs=2", "training.patience=5",
+                   "model.name=shared_bottom")
+    with pytest.raises(PipelineError, match="stopped after epoch 1"):
+        train_model(spark, cfg, START, END, progress=False, stop_after_epoch=1)
+    assert os.path.exists(os.path.join(cfg.artifacts_path, "_checkpoints", "shared_bottom-20261001-20261002",
+                                       "checkpoint.pt"))
+    resumed = train_model(spark, cfg, START, END, progress=False)
+    straight = train_model(spark, cfg, START, END, progress=False)
+    a = torch.load(os.path.join(resumed.artifact_uri, "weights.pt"), weights_only=True)
+    b = torch.load(os.path.join(straight.artifact_uri, "weights.pt"), weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed.epochs_run == straight.epochs_run == 2
+
+
+def test_training_needs_final_partitions(spark, world):
+    with pytest.raises(PipelineError, match="samples for 2026-10-05 are not final yet"):
+        train_model(spark, world, dt.date(2026, 10, 1), dt.date(2026, 10, 3), progress=False)
+    with pytest.raises(PipelineError, match="no samples for 2026-10-09"):
+        train_model(spark, make_cfg(world.storage.root, *WORLD, "training.final_only=false"),
+                    dt.date(2026, 10, 6), dt.date(2026, 10, 7), progress=False)
