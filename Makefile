@@ -2,9 +2,11 @@
 # (idempotent: seconds once done). See README.md.
 VENV := .venv
 CONF ?= conf/local.yaml
-# The demo's dates: synth.start_date of conf/local.yaml, plus synth.days - 1.
+# The demo's dates: synth.start_date of conf/local.yaml, plus synth.days - 1. Partitions up to
+# DEMO_END - 4 days are final; the model trains on the first four, validates and tests on the next.
 DEMO_START ?= 2026-10-01
-DEMO_END ?= 2026-10-05
+DEMO_END ?= 2026-10-10
+TRAIN_END ?= 2026-10-04
 PIPELINE := $(VENV)/bin/pipeline
 
 .PHONY: env demo test bench clean
@@ -16,6 +18,7 @@ demo: env
 	$(PIPELINE) generate --conf $(CONF)
 	$(PIPELINE) truth --conf $(CONF)
 	$(PIPELINE) build-samples --conf $(CONF) --start $(DEMO_START) --end $(DEMO_END)
+	$(PIPELINE) train --conf $(CONF) --start $(DEMO_START) --end $(TRAIN_END) --model esmm
 
 test: env
 	$(VENV)/bin/pytest -q

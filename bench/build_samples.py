@@ -9,11 +9,12 @@ Prints exposures/s per size and time(largest) / time(smallest) next to the linea
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import shutil
 import tempfile
 import time
+
+from scaling import run_sizes
 
 from pipeline.config import load_config
 from pipeline.samples.build import build_samples
@@ -40,20 +41,9 @@ def measure(spark, exposures: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    sizes = sorted(parser.parse_args().sizes)
     spark = get_spark(load_config(None), app_name="bench-build-samples")
     measure(spark, 20_000)  # warm-up: JVM start, code generation
-    seconds = {}
-    print(f"{'exposures':>12} {'raw lines':>12} {'seconds':>9} {'exposures/s':>12}")
-    for size in sizes:
-        seconds[size], lines = measure(spark, size)
-        print(f"{size:>12,} {lines:>12,} {seconds[size]:>9.1f} {size / seconds[size]:>12,.0f}", flush=True)
-    if len(sizes) > 1:
-        small, large = sizes[0], sizes[-1]
-        print(f"scaling: time({large:,}) / time({small:,}) = {seconds[large] / seconds[small]:.2f} "
-              f"(linear: {large / small:.2f})")
+    run_sizes(lambda size: measure(spark, size), __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ per size and, last, time(largest) / time(smallest) next to the ideal linear rati
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
+
+from scaling import run_sizes
 
 from pipeline.config import load_config
 from pipeline.synth.generate import generate
@@ -32,18 +33,7 @@ def measure(exposures: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    sizes = sorted(parser.parse_args().sizes)
-    seconds = {}
-    print(f"{'exposures':>12} {'raw lines':>12} {'seconds':>9} {'exposures/s':>12}")
-    for size in sizes:
-        seconds[size], lines = measure(size)
-        print(f"{size:>12,} {lines:>12,} {seconds[size]:>9.1f} {size / seconds[size]:>12,.0f}")
-    if len(sizes) > 1:
-        small, large = sizes[0], sizes[-1]
-        print(f"scaling: time({large:,}) / time({small:,}) = {seconds[large] / seconds[small]:.2f} "
-              f"(linear: {large / small:.2f})")
+    run_sizes(measure, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

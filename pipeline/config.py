@@ -31,6 +31,7 @@ def _frozen_dict() -> Mapping[str, str]:
 def _local_spark_settings() -> Mapping[str, str]:
     """Spark settings for a small local master (a cluster conf file replaces them)."""
     return types.MappingProxyType({
+        "spark.driver.memory": "6g",  # local mode: the driver is also the executor (default 1g)
         "spark.sql.shuffle.partitions": "4",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.ui.showConsoleProgress": "false",
@@ -146,7 +147,7 @@ class SynthConf:
 
     seed: int = 7
     start_date: dt.date = dt.date(2026, 10, 1)
-    days: int = 5
+    days: int = 10
     exposures_per_day: int = 20_000
     slots_per_request: int = 6
     num_users: int = 5_000

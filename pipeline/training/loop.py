@@ -99,7 +99,7 @@ def fit(model: nn.Module, objective: Objective, train: Callable[[int], Iterable[
             count += size
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) * size
-            bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()})
+            bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()}, refresh=False)
         elapsed = time.perf_counter() - started
         samples, seconds = samples + count, seconds + elapsed
         valid = evaluate_losses(model, objective, validation())
