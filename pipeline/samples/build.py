@@ -100,7 +100,7 @@ def _build(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_i
                            final_partitions=sum(L.is_final(d, dates, cfg.labels) for d in dates.rebuilt),
                            samples_version=samples_version, quarantine_version=quarantine_version,
                            seconds=time.perf_counter() - clock)
-    _append_run(spark, cfg, _run_row(summary, started, status="succeeded"))
+    _append_run(spark, cfg, _run_row(run_id, mode, dates, started, "succeeded", summary=summary))
     for name in ("samples", "quarantine", "runs"):
         delta.register_table(spark, cfg.storage.database, name, cfg.table_path(name))
     return summary
@@ -137,16 +137,14 @@ def _union(frames: list[DataFrame]) -> DataFrame:
     return out.select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE_SCHEMA.fields])
 
 
-def _run_row(summary: BuildSummary | None, started: dt.datetime, *, status: str, dates: L.RunDates | None = None,
-             mode: str | None = None, run_id: str | None = None, error: str | None = None) -> dict:
-    dates = dates or summary.dates
-    row = {"run_id": run_id or summary.run_id, "job": JOB, "run_date": dates.end, "started_at": started,
-           "finished_at": dt.datetime.now(dt.timezone.utc), "status": status, "mode": mode or summary.mode,
+def _run_row(run_id: str, mode: str, dates: L.RunDates, started: dt.datetime, status: str, *,
+             summary: BuildSummary | None = None, error: str | None = None) -> dict:
+    """One ``runs`` row; counts and versions stay NULL for a run that failed."""
+    row = {"run_id": run_id, "job": JOB, "run_date": dates.end, "started_at": started,
+           "finished_at": dt.datetime.now(dt.timezone.utc), "status": status, "mode": mode,
            "start_date": dates.start, "end_date": dates.end, "error": error}
-    for source in SOURCES:
-        for count in COUNTS:
-            row[f"{source}_{count}"] = summary.counts[source][count] if summary else None
     if summary:
+        row.update({f"{source}_{count}": summary.counts[source][count] for source in SOURCES for count in COUNTS})
         row.update(quarantined_by_reason=summary.quarantined_by_reason, samples_rows=summary.samples_rows,
                    final_partitions=summary.final_partitions, samples_version=summary.samples_version,
                    quarantine_version=summary.quarantine_version)
@@ -162,7 +160,6 @@ def _record_failure(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: s
                     started: dt.datetime, err: Exception) -> None:
     message = str(err).strip().splitlines()[0][:1000] if str(err).strip() else type(err).__name__
     try:
-        _append_run(spark, cfg, _run_row(None, started, status="failed", dates=dates, mode=mode,
-                                         run_id=run_id, error=message))
+        _append_run(spark, cfg, _run_row(run_id, mode, dates, started, "failed", error=message))
     except Exception:  # noqa: BLE001 (the run's own error matters more than its log row)
         pass
