@@ -54,7 +54,7 @@ def lr_factor(step: int, total_steps: int, conf: TrainingConf) -> float:
 def fit(model: nn.Module, objective: Objective, train: Callable[[int], Iterable[Batch]],
         validation: Callable[[], Iterable[Batch]], steps_per_epoch: int, conf: TrainingConf, *,
         checkpoint_dir: Optional[str] = None, stop_after_epoch: Optional[int] = None,
-        progress: bool = True, on_epoch_end: Optional[Callable[[dict], None]] = None) -> TrainResult:
+        progress: bool = True) -> TrainResult:
     """Trains ``model`` in place and leaves it with the weights of its best validation epoch.
 
     Args:
@@ -67,7 +67,6 @@ def fit(model: nn.Module, objective: Objective, train: Callable[[int], Iterable[
         checkpoint_dir: where ``checkpoint.pt`` is written after every epoch and resumed from.
         stop_after_epoch: stop after this epoch as if killed (tests of resume).
         progress: show a progress bar.
-        on_epoch_end: called with each epoch's history row.
     """
     torch.manual_seed(conf.seed)
     params = list(model.parameters()) + list(objective.weighting.parameters())
@@ -117,8 +116,6 @@ def fit(model: nn.Module, objective: Objective, train: Callable[[int], Iterable[
         state["epoch"] = epoch
         if path:
             _save(path, state, model, optimizer, scheduler, objective.weighting)
-        if on_epoch_end:
-            on_epoch_end(row)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     model.load_state_dict(state["best_model"])

@@ -5,9 +5,6 @@ import datetime as dt
 import json
 import os
 
-import pytest
-from pyspark.sql import functions as F
-
 from pipeline.config import Config, load_config
 from pipeline.io import delta
 from pipeline.samples.build import build_samples
@@ -44,8 +41,3 @@ def table(spark, cfg: Config, name: str, version=None):
 
 def without_run_id(df):
     return df.drop("run_id")
-
-
-@pytest.fixture
-def fresh_cfg(tmp_path):
-    return make_cfg(tmp_path)

@@ -14,7 +14,7 @@ from pipeline.logs import schema
 from pipeline.spark import cache_dir, delta_jar_settings
 from pipeline.synth.generate import generate, read_manifest
 
-from tests.samples.conftest import backfill, make_cfg, nightly, table, without_run_id, write_raw
+from tests.samples.conftest import backfill, make_cfg, nightly, table, without_run_id
 
 GENERATED = ["synth.days=8", "synth.exposures_per_day=4000", "synth.cvr=0.3",
              "synth.dirt.orphan=0.02", "synth.dirt.before_parent=0.02", "synth.dirt.negative_value=0.02"]

@@ -8,6 +8,8 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
+from pipeline.samples.tables import samples_schema
+
 from tests.samples.conftest import backfill, make_cfg, table, write_raw
 
 FEATURES = ["features.categorical=[user_id, item_id, position, category]", "features.numeric=[price]"]
@@ -113,8 +115,9 @@ def test_conversion_rules(built):
     assert all(s["conversion"] <= s["click"] for s in samples.values())
 
 
-def test_samples_schema_and_features(built):
+def test_samples_schema_and_features(built, spark):
     cfg, _, samples, _ = built
+    assert table(spark, cfg, "samples").schema == samples_schema(cfg.features)
     e1 = samples["e1"]
     assert e1["category"] == "c1" and e1["price"] == 9.5 and e1["position"] == 1
     assert samples["e14"]["category"] is None and samples["e14"]["price"] == -1.0  # features are not labels
