@@ -148,16 +148,17 @@ class SynthConf:
     seed: int = 7
     start_date: dt.date = dt.date(2026, 10, 1)
     days: int = 10
-    exposures_per_day: int = 20_000
+    exposures_per_day: int = 50_000
     slots_per_request: int = 6
-    num_users: int = 5_000
-    num_items: int = 2_000
+    num_users: int = 1_000
+    num_items: int = 300
     num_categories: int = 20
     num_brands: int = 200
     latent_dim: int = 8
-    ctr: float = 0.05                 # mean true click probability over exposures
-    cvr: float = 0.10                 # mean true conversion probability over clicks
+    ctr: float = 0.10                 # mean true click probability over exposures
+    cvr: float = 0.05                 # mean true conversion probability over clicks
     selection_bias: float = 1.0       # 0: clicks and conversions independent given features
+    shared_interest: float = 0.9      # correlation of the CVR latent factors with the CTR ones
     click_delay_minutes: float = 5.0
     conversion_delay_hours: float = 12.0
     late_click_rate: float = 0.01     # clicks arriving after labels.click_window_hours
@@ -179,6 +180,7 @@ class SynthConf:
         for name in ("late_click_rate", "late_conversion_rate", "repeat_conversion_rate",
                      "ts_epoch_ms_rate", "ts_offset_rate"):
             _require(0.0 <= getattr(self, name) <= 1.0, f"synth.{name} must be in [0, 1]")
+        _require(0.0 <= self.shared_interest <= 1.0, "synth.shared_interest must be in [0, 1]")
         _require(self.ts_epoch_ms_rate + self.ts_offset_rate <= 1.0,
                  "synth.ts_epoch_ms_rate + synth.ts_offset_rate must be <= 1")
         _require(self.click_delay_minutes > 0, "synth.click_delay_minutes must be > 0")
@@ -219,7 +221,7 @@ class ModelConf:
 class TrainingConf:
     epochs: int = 3
     batch_size: int = 1024
-    learning_rate: float = 0.002
+    learning_rate: float = 0.01
     weight_decay: float = 0.0
     warmup_fraction: float = 0.05         # of all steps, linear warm-up before cosine decay
     schedule: Literal["cosine", "constant"] = "cosine"

@@ -9,10 +9,15 @@ True logits are latent-factor affinities plus feature effects:
     cvr_logit = b_cvr + <uv_u, iv_i> + quality_i + cat_cvr[c] + age_cvr[a] - 0.35 * z(log price)
                 - s * (0.6 * clickbait_i + 0.5 * browsing_u)
 
-with s = ``synth.selection_bias``. Clickbait items and browsing users click more and buy less, so
-the clicked exposures convert less often than the entire exposure space would: a CVR model
-trained on clicks alone sees a biased sample. ``b_ctr`` and ``b_cvr`` are solved so that the mean
-pCTR over exposures is ``synth.ctr`` and the mean pCVR over clicks is ``synth.cvr``.
+with s = ``synth.selection_bias`` and the CVR factors ``uv = r * uc + sqrt(1 - r^2) * noise`` (the
+same for items), r = ``synth.shared_interest``. Two forces make the clicked exposures a biased
+sample of the entire space: users click what they like and like what they buy (shared interest,
+clicked exposures convert more often), while clickbait items and browsing users click more and
+buy less (clicked exposures convert less often). A CVR model trained on clicks alone learns from
+that biased sample, and from a tenth of the data; the shared interest is also what an entire-space
+model such as ESMM can carry from the click task to the conversion task.
+``b_ctr`` and ``b_cvr`` are solved so that the mean pCTR over exposures is ``synth.ctr`` and the
+mean pCVR over clicks is ``synth.cvr``.
 """
 from __future__ import annotations
 
@@ -67,17 +72,19 @@ def make_world(conf: SynthConf, rng: np.random.Generator) -> World:
     u, i, k = conf.num_users, conf.num_items, conf.latent_dim
     factor_scale = 1.0 / k ** 0.25  # <a, b> of two such vectors has standard deviation ~1
     activity = rng.lognormal(0.0, 0.8, u)
+    user_ctr_factors = rng.normal(0, factor_scale, (u, k))
+    item_ctr_factors = rng.normal(0, factor_scale, (i, k))
     world = World(
-        user_ctr_factors=rng.normal(0, factor_scale, (u, k)),
-        user_cvr_factors=rng.normal(0, factor_scale, (u, k)),
+        user_ctr_factors=user_ctr_factors,
+        user_cvr_factors=_correlated(user_ctr_factors, conf.shared_interest, factor_scale, rng),
         user_bias=rng.normal(0, 0.4, u),
         user_browsing=rng.normal(0, 1, u),
         user_age=np.where(rng.random(u) < MISSING_AGE_RATE, -1, rng.integers(0, len(AGES), u)),
         user_gender=rng.integers(0, len(GENDERS), u),
         user_activity=np.where(rng.random(u) < MISSING_ACTIVITY_RATE, np.nan, np.round(activity, 3)),
         user_weight=activity / activity.sum(),
-        item_ctr_factors=rng.normal(0, factor_scale, (i, k)),
-        item_cvr_factors=rng.normal(0, factor_scale, (i, k)),
+        item_ctr_factors=item_ctr_factors,
+        item_cvr_factors=_correlated(item_ctr_factors, conf.shared_interest, factor_scale, rng),
         item_category=rng.integers(0, conf.num_categories, i),
         item_brand=rng.integers(0, conf.num_brands, i),
         item_price=np.round(rng.lognormal(3.2, 0.8, i), 2),
@@ -124,6 +131,11 @@ def cvr_logit(world: World, users: np.ndarray, items: np.ndarray) -> np.ndarray:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def _correlated(factors: np.ndarray, r: float, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Factors of the same scale whose correlation with ``factors`` is ``r``."""
+    return r * factors + np.sqrt(1.0 - r * r) * rng.normal(0, scale, factors.shape)
 
 
 def _click_not_buy(world: World, users: np.ndarray, items: np.ndarray) -> np.ndarray:

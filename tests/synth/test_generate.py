@@ -122,15 +122,20 @@ def test_truth_probabilities_and_labels_agree(world):
     assert ((truth["conversion_value"] > 0) == (truth["conversion"] == 1)).all()
 
 
-def test_clicked_exposures_are_a_biased_sample_for_cvr(world, tmp_path):
-    _, _, truth, _ = world
-    clicked = truth[truth["clicked"] == 1]
-    assert clicked["p_cvr"].mean() < 0.85 * truth["p_cvr"].mean()
-    cfg = conf(tmp_path, "synth.days=1", "synth.exposures_per_day=60000", "synth.selection_bias=0")
+def clicked_cvr_ratio(tmp_path, *extra):
+    """Mean true pCVR of clicked exposures over that of all exposures, for one generated day."""
+    cfg = conf(tmp_path, "synth.days=1", "synth.exposures_per_day=60000", *extra)
     generate(cfg, progress=False)
-    unbiased = pd.read_parquet(cfg.truth_path)
-    ratio = unbiased.loc[unbiased["clicked"] == 1, "p_cvr"].mean() / unbiased["p_cvr"].mean()
-    assert 0.9 < ratio < 1.1
+    truth = pd.read_parquet(cfg.truth_path)
+    return truth.loc[truth["clicked"] == 1, "p_cvr"].mean() / truth["p_cvr"].mean()
+
+
+def test_clicked_exposures_are_a_biased_sample_for_cvr(tmp_path):
+    # Shared interest alone: users click what they would buy. Clickbait alone: they click what
+    # they would not buy. Neither: clicking tells nothing about converting.
+    assert clicked_cvr_ratio(tmp_path / "shared", "synth.selection_bias=0") > 1.3
+    assert clicked_cvr_ratio(tmp_path / "clickbait", "synth.shared_interest=0") < 0.85
+    assert 0.9 < clicked_cvr_ratio(tmp_path / "neither", "synth.selection_bias=0", "synth.shared_interest=0") < 1.1
 
 
 def read_raw(spark, cfg, source):
