@@ -9,7 +9,7 @@ DEMO_END ?= 2026-10-10
 TRAIN_END ?= 2026-10-04
 PIPELINE := $(VENV)/bin/pipeline
 
-.PHONY: env demo test bench clean
+.PHONY: env airflow-env demo test bench clean
 
 env:
 	@bash .ci/bootstrap.sh
@@ -20,7 +20,10 @@ demo: env
 	$(PIPELINE) build-samples --conf $(CONF) --start $(DEMO_START) --end $(DEMO_END)
 	$(PIPELINE) train --conf $(CONF) --start $(DEMO_START) --end $(TRAIN_END) --model esmm
 
-test: env
+airflow-env:
+	@bash .ci/airflow_env.sh
+
+test: env airflow-env
 	$(VENV)/bin/pytest -q
 
 bench: env
