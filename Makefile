@@ -7,6 +7,7 @@ CONF ?= conf/local.yaml
 DEMO_START ?= 2026-10-01
 DEMO_END ?= 2026-10-10
 TRAIN_END ?= 2026-10-04
+SCORE_DATE ?= 2026-10-10
 PIPELINE := $(VENV)/bin/pipeline
 
 .PHONY: env airflow-env demo test bench clean
@@ -19,6 +20,8 @@ demo: env
 	$(PIPELINE) truth --conf $(CONF)
 	$(PIPELINE) build-samples --conf $(CONF) --start $(DEMO_START) --end $(DEMO_END)
 	$(PIPELINE) train --conf $(CONF) --start $(DEMO_START) --end $(TRAIN_END) --model esmm
+	$(PIPELINE) score --conf $(CONF) --date $(SCORE_DATE)
+	$(PIPELINE) top-scores --conf $(CONF) --date $(SCORE_DATE) --k 10
 
 airflow-env:
 	@bash .ci/airflow_env.sh

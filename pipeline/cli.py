@@ -6,6 +6,7 @@ and exit with status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -17,6 +18,7 @@ from pipeline.errors import PipelineError
 
 EXIT_USER_ERROR = 2
 DATED_COMMANDS = ("build-samples", "train")
+ONE_DATE_COMMANDS = ("score", "top-scores", "fusion-weights", "fusion-train", "fusion-eval")  # --date D only
 
 
 def _generate(cfg: Config, args: argparse.Namespace) -> int:
@@ -58,6 +60,74 @@ def _train(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_date(args: argparse.Namespace) -> dt.date:
+    """``--date``, validated before any session starts."""
+    if not args.date:
+        raise PipelineError("give --date D")
+    return parse_date(args.date, "--date")
+
+
+def _score(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.scoring.score import LATEST, score
+    from pipeline.spark import get_spark
+
+    date = _one_date(args)
+    print(score(get_spark(cfg, app_name="mtrank-score"), cfg, date, model_id=args.model_id or LATEST).line())
+    return 0
+
+
+def _top_scores(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.scoring.query import top_scores
+    from pipeline.spark import get_spark
+
+    date = _one_date(args)
+    frame = top_scores(get_spark(cfg, app_name="mtrank-top-scores"), cfg, date, args.k)
+    print(f"top {len(frame)} fused scores of {date}, read back from {cfg.table_path('scores')}:")
+    print(frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    return 0
+
+
+def _fusion_weights(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.scoring.score import compute_fusion_weights
+    from pipeline.spark import get_spark
+
+    date = _one_date(args)
+    print(compute_fusion_weights(get_spark(cfg, app_name="mtrank-fusion-weights"), cfg, date).line())
+    return 0
+
+
+def _fusion_train(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.scoring.score import train_fusion_gate
+    from pipeline.spark import get_spark
+
+    date = _one_date(args)
+    print(train_fusion_gate(get_spark(cfg, app_name="mtrank-fusion-train"), cfg, date).line())
+    return 0
+
+
+def _fusion_eval(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.scoring.score import evaluate_fusion
+    from pipeline.spark import get_spark
+
+    date = _one_date(args)
+    print(evaluate_fusion(get_spark(cfg, app_name="mtrank-fusion-eval"), cfg, date).text())
+    return 0
+
+
+def _import_aliccp(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.aliccp.importer import import_aliccp
+    from pipeline.aliccp.parse import SplitDays
+    from pipeline.spark import get_spark
+
+    source = args.source or cfg.aliccp.source
+    if not source:
+        raise PipelineError("give --source DIR (the folder of the Ali-CCP csv files) or set aliccp.source")
+    days = SplitDays(start=cfg.aliccp.start_date, train_days=cfg.aliccp.train_days, test_days=cfg.aliccp.test_days)
+    splits = [args.split] if args.split else ["train", "test"]
+    print(import_aliccp(get_spark(cfg, app_name="mtrank-import-aliccp"), cfg, source, days=days, splits=splits).line())
+    return 0
+
+
 def _truth(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.synth.summary import truth_summary
 
@@ -81,6 +151,12 @@ def _show_config(cfg: Config, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
     "build-samples": ("raw logs -> entire-space samples, quarantine and a runs row (Delta)", _build_samples),
     "train": ("train one model on a date range of samples, evaluate and register it", _train),
+    "score": ("score a day's rows with a registered model, fuse, and write the scores partition", _score),
+    "top-scores": ("print the highest fused scores of a day, read back from the scores table", _top_scores),
+    "fusion-weights": ("compute the dynamic fusion's segment weights from final, scored days", _fusion_weights),
+    "fusion-train": ("train the learned fusion gate on a final, scored day", _fusion_train),
+    "fusion-eval": ("compare the fusion strategies offline (NDCG@K, revenue@K) on a final, scored day", _fusion_eval),
+    "import-aliccp": ("the public Ali-CCP dataset (ESMM paper) -> samples, quarantine and a runs row", _import_aliccp),
     "generate": ("write synthetic raw logs and their truth table", _generate),
     "truth": ("summarize the generated truth: label rates, oracle AUCs, dirt", _truth),
     "show-config": ("print the effective configuration (defaults, file, --set)", _show_config),
@@ -101,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
                 sub.add_argument("--date", metavar="YYYY-MM-DD", help="nightly run for this date")
             sub.add_argument("--start", metavar="YYYY-MM-DD", help="first date (build-samples: backfill; train: first training day)")
             sub.add_argument("--end", metavar="YYYY-MM-DD", help="last date (build-samples: backfill; train: last training day)")
+        if name in ONE_DATE_COMMANDS:
+            sub.add_argument("--date", metavar="YYYY-MM-DD", help="the day to score, compute, train or evaluate")
+        if name == "score":
+            sub.add_argument("--model-id", metavar="M", help="a registered model id (default: latest)")
+        if name == "top-scores":
+            sub.add_argument("--k", type=int, default=10, help="how many rows (default 10)")
+        if name == "import-aliccp":
+            sub.add_argument("--source", metavar="DIR", help="folder of the Ali-CCP files (default: aliccp.source)")
+            sub.add_argument("--split", choices=["train", "test"], help="import one split only (default: both)")
         if name == "train":
             sub.add_argument("--model", choices=MODEL_NAMES, help="model to train (default: model.name)")
             sub.add_argument("--num-proc", type=int, help="processes (default: training.num_proc)")

@@ -47,9 +47,14 @@ def save_artifact(directory: str, *, name: str, spec: ModelSpec, network: torch.
     torch.save(network.state_dict(), os.path.join(directory, "weights.pt"))
     _write(directory, "model.json", json.dumps({"name": name, "spec": dataclasses.asdict(spec)}, indent=1))
     _write(directory, "encoders.json", encoders.to_json())
-    _write(directory, "metrics.json", json.dumps(metrics, indent=1, default=float))
+    write_metrics(directory, metrics)
     _write(directory, "history.json", json.dumps(history, indent=1, default=float))
     _write(directory, "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def write_metrics(directory: str, metrics: dict) -> None:
+    """(Re)writes the artifact's ``metrics.json``."""
+    _write(directory, "metrics.json", json.dumps(metrics, indent=1, default=float))
 
 
 def load_artifact(directory: str) -> LoadedModel:

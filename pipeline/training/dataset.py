@@ -1,5 +1,5 @@
 """The training set: samples of the training, validation and test days, encoded in Spark and
-written to the ``training_set`` Delta table, then loaded as arrays for one process.
+written to the ``training_set`` Delta table; its pinned snapshot is read back through Petastorm.
 
 Shape notation: N rows, F categorical features, M numeric features.
 """
@@ -14,12 +14,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Config
+from pipeline.data import Columns, read_batches, snapshot_files
 from pipeline.errors import PipelineError
-from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders, encode, fit_encoders
+from pipeline.features.encoders import Encoders, encode, fit_encoders
 from pipeline.io import delta
 
 KEYS = ("impression_id", "user_id")
 LABELS = ("click", "conversion", "conversion_value")
+READ_BATCH_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -88,22 +90,21 @@ def _check_days(samples: DataFrame, split: Split, final_only: bool) -> None:
 
 
 def load_arrays(spark: SparkSession, training_set: TrainingSet, days: tuple[dt.date, ...]) -> dict[str, np.ndarray]:
-    """Rows of ``days`` at the pinned version, ordered by ``impression_id`` (deterministic).
+    """Rows of ``days`` at the pinned version, read by Petastorm from that snapshot's files and
+    ordered by ``impression_id`` (deterministic).
 
     Returns:
         ``cat`` [N, F] int64, ``num`` [N, M] float32, the labels [N] float32, and the keys [N].
     """
-    enc = training_set.encoders
-    cat_cols = [f"{CAT_PREFIX}{n}" for n in enc.categorical]
-    num_cols = [f"{NUM_PREFIX}{n}" for n in enc.numeric]
-    frame = (delta.read_table(spark, training_set.path, training_set.version)
-             .where(F.col("dt").isin(list(days))).orderBy("impression_id")
-             .select(*KEYS, *LABELS, *cat_cols, *num_cols).toPandas())
-    arrays = {"cat": frame[cat_cols].to_numpy(np.int64).reshape(len(frame), len(cat_cols)),
-              "num": frame[num_cols].to_numpy(np.float32).reshape(len(frame), len(num_cols))}
-    arrays.update({name: frame[name].to_numpy(np.float32) for name in LABELS})
-    arrays.update({name: frame[name].to_numpy() for name in KEYS})
-    return arrays
+    files = snapshot_files(spark, training_set.path, training_set.version, days)
+    columns = Columns.for_encoders(training_set.encoders, LABELS, keys=KEYS)
+    parts = list(read_batches(files, columns=columns, batch_size=READ_BATCH_ROWS))
+    if not parts:
+        raise PipelineError(f"no rows for {', '.join(map(str, days))} in {training_set.path} "
+                            f"version {training_set.version}")
+    arrays = {name: np.concatenate([np.asarray(part[name]) for part in parts]) for name in parts[0]}
+    order = np.argsort(arrays["impression_id"], kind="stable")
+    return {name: values[order] for name, values in arrays.items()}
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import TrainingConf
+from pipeline.training.distributed import SingleProcess
 
 CHECKPOINT = "checkpoint.pt"
 Batch = dict[str, torch.Tensor]
@@ -54,23 +55,29 @@ def lr_factor(step: int, total_steps: int, conf: TrainingConf) -> float:
 def fit(model: nn.Module, objective: Objective, train: Callable[[int], Iterable[Batch]],
         validation: Callable[[], Iterable[Batch]], steps_per_epoch: int, conf: TrainingConf, *,
         checkpoint_dir: Optional[str] = None, stop_after_epoch: Optional[int] = None,
-        progress: bool = True) -> TrainResult:
+        progress: bool = True, ranks: SingleProcess = SingleProcess()) -> TrainResult:
     """Trains ``model`` in place and leaves it with the weights of its best validation epoch.
+
+    With several ranks every rank calls ``fit`` on its own shard: gradients are averaged at every
+    step, the learning rate is scaled by the number of ranks, losses are summed over the ranks
+    (so every rank takes the same early-stopping decision) and rank 0 alone writes checkpoints.
 
     Args:
         model: the network; ``model(cat, num)`` returns a dict of logits.
         objective: per-task losses and their weighting.
-        train: ``train(epoch)`` yields the epoch's batches (its order fixed by the epoch number).
-        validation: yields the validation batches.
-        steps_per_epoch: batches per epoch (for the schedule).
+        train: ``train(epoch)`` yields this rank's batches of the epoch (order fixed by the epoch).
+        validation: yields this rank's validation batches.
+        steps_per_epoch: the most batches any rank has in an epoch (for the schedule).
         conf: the ``training`` section.
         checkpoint_dir: where ``checkpoint.pt`` is written after every epoch and resumed from.
         stop_after_epoch: stop after this epoch as if killed (tests of resume).
-        progress: show a progress bar.
+        progress: show a progress bar (rank 0).
+        ranks: the process group (``SingleProcess`` or ``HorovodRanks``).
     """
     torch.manual_seed(conf.seed)
     params = list(model.parameters()) + list(objective.weighting.parameters())
-    optimizer = torch.optim.AdamW(params, lr=conf.learning_rate, weight_decay=conf.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=conf.learning_rate * ranks.size, weight_decay=conf.weight_decay)
+    optimizer = ranks.distributed(optimizer, model, objective.weighting)
     total_steps = steps_per_epoch * conf.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, conf))
     state = {"epoch": 0, "step": 0, "best_loss": math.inf, "best_epoch": 0, "stale": 0, "history": [],
@@ -82,26 +89,30 @@ def fit(model: nn.Module, objective: Objective, train: Callable[[int], Iterable[
     samples, seconds = 0, 0.0
     while state["epoch"] < conf.epochs and state["stale"] <= conf.patience:
         epoch = state["epoch"] + 1
+        ranks.sync(optimizer, model, objective.weighting)
         model.train()
-        started, sums, count = time.perf_counter(), {}, 0
+        started, sums = time.perf_counter(), _zeros(objective)
         bar = tqdm(train(epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{conf.epochs}",
-                   unit="batch", disable=not progress, leave=False)
+                   unit="batch", disable=not progress or ranks.rank != 0, leave=False)
         for batch in bar:
             losses = objective.losses(model(batch["cat"], batch["num"]), batch)
             total = objective.weighting.total(losses, model.shared_parameters())
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()  # set_to_none by default (the Horovod wrapper takes no argument)
             total.backward()
             optimizer.step()
             scheduler.step()
             state["step"] += 1
-            size = len(batch["click"])
-            count += size
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) * size
-            bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()}, refresh=False)
+            _accumulate(sums, losses, len(batch["click"]))
+            bar.set_postfix({k: f"{v / sums['rows']:.4f}" for k, v in sums.items() if k != "rows"}, refresh=False)
+        ranks.join()
+        # The schedule counts steps of the longest shard on every rank, so resumes agree.
+        state["step"] = epoch * steps_per_epoch
+        scheduler.last_epoch = state["step"]
         elapsed = time.perf_counter() - started
+        sums = ranks.sum(sums)
+        count = sums.pop("rows")
         samples, seconds = samples + count, seconds + elapsed
-        valid = evaluate_losses(model, objective, validation())
+        valid = evaluate_losses(model, objective, validation(), ranks)
         row = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], "seconds": elapsed,
                "samples_per_second": count / elapsed if elapsed else 0.0,
                "train": {k: v / max(count, 1) for k, v in sums.items()}, "validation": valid,
@@ -114,7 +125,7 @@ def fit(model: nn.Module, objective: Objective, train: Callable[[int], Iterable[
         else:
             state["stale"] += 1
         state["epoch"] = epoch
-        if path:
+        if path and ranks.rank == 0:
             _save(path, state, model, optimizer, scheduler, objective.weighting)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
@@ -123,18 +134,29 @@ def fit(model: nn.Module, objective: Objective, train: Callable[[int], Iterable[
                        samples_per_second=samples / seconds if seconds else 0.0)
 
 
+def _zeros(objective: Objective) -> dict[str, float]:
+    """Row count and loss sums at zero: the same keys on every rank, even one with no batch."""
+    return dict.fromkeys(("rows", *objective.weighting.task_names), 0.0)
+
+
+def _accumulate(sums: dict[str, float], losses: dict[str, torch.Tensor], rows: int) -> None:
+    """Adds a batch's row-weighted losses and its row count to ``sums``."""
+    sums["rows"] = sums.get("rows", 0.0) + rows
+    for name, value in losses.items():
+        sums[name] = sums.get(name, 0.0) + float(value.detach()) * rows
+
+
 @torch.no_grad()
-def evaluate_losses(model: nn.Module, objective: Objective, batches: Iterable[Batch]) -> dict[str, float]:
-    """Mean per-task losses over ``batches`` (weighted by batch size), in eval mode."""
+def evaluate_losses(model: nn.Module, objective: Objective, batches: Iterable[Batch],
+                    ranks: SingleProcess = SingleProcess()) -> dict[str, float]:
+    """Mean per-task losses over ``batches`` of every rank (weighted by rows), in eval mode."""
     model.eval()
-    sums, count = {}, 0
+    sums = _zeros(objective)
     for batch in batches:
-        losses = objective.losses(model(batch["cat"], batch["num"]), batch)
-        size = len(batch["click"])
-        count += size
-        for name, value in losses.items():
-            sums[name] = sums.get(name, 0.0) + float(value) * size
+        _accumulate(sums, objective.losses(model(batch["cat"], batch["num"]), batch), len(batch["click"]))
     model.train()
+    sums = ranks.sum(sums)
+    count = sums.pop("rows")
     return {name: value / max(count, 1) for name, value in sums.items()}
 
 

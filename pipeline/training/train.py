@@ -2,9 +2,14 @@
 
 Training days ``--start..--end`` (final partitions only, unless ``training.final_only=false``),
 then ``training.validation_days`` for early stopping and ``training.test_days`` for the reported
-metrics. A run killed midway leaves ``<artifacts>/_checkpoints/<model>-<start>-<end>/``; the same
-command resumes from its last epoch. The finished model gets a directory under
-``storage.artifacts`` and a row in the ``models`` registry.
+metrics. Spark writes the encoded days to the ``training_set`` table; the trainer pins the
+version written and hands Petastorm that snapshot's files. With ``--num-proc N > 1`` the training
+loop runs in N Horovod processes started as Spark tasks (``horovod.spark.run``), each reading its
+own shard; with 1 it runs in this process. Rank 0 writes checkpoints and the artifact; this
+process evaluates the artifact on the report days and writes the ``models`` registry row.
+
+A run killed midway leaves ``<artifacts>/_checkpoints/<model>-<start>-<end>/``; the same command
+resumes from its last epoch, with any number of processes.
 """
 from __future__ import annotations
 
@@ -25,10 +30,12 @@ from pipeline.config import Config, to_dict
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders
 from pipeline.models import ModelSpec, build_model, loss_names, make_weighting, probabilities, task_losses
-from pipeline.training.artifacts import register_model, save_artifact
-from pipeline.training.dataset import batches, build_training_set, load_arrays, split_dates, to_tensors
+from pipeline.data import Columns, DataFile, read_batches, shard_batches, snapshot_files
+from pipeline.training.artifacts import load_artifact, register_model, save_artifact, write_metrics
+from pipeline.training.dataset import KEYS, LABELS, batches, build_training_set, load_arrays, split_dates, to_tensors
+from pipeline.training.distributed import HorovodRanks, SingleProcess, run_on_spark
 from pipeline.training.evaluate import evaluate, predict
-from pipeline.training.loop import Objective, fit
+from pipeline.training.loop import Objective, TrainResult, fit
 
 TRUTH_COLUMNS = ["impression_id", "p_ctr", "p_cvr", "p_ctcvr", "would_convert"]
 
@@ -68,58 +75,103 @@ def model_spec(cfg: Config, encoders: Encoders) -> ModelSpec:
     return ModelSpec(cardinalities=encoders.cardinalities, num_numeric=len(encoders.numeric), **layers)
 
 
+@dataclass(frozen=True)
+class RankJob:
+    """What every training process needs (pickled to the Spark tasks)."""
+
+    name: str
+    spec: ModelSpec
+    cfg: Config
+    encoders: Encoders
+    train_files: tuple[DataFile, ...]
+    validation_files: tuple[DataFile, ...]
+    num_proc: int
+    checkpoint_dir: str
+    artifact_dir: str
+    stop_after_epoch: Optional[int]
+    progress: bool
+
+
 def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, *,
-                model_name: Optional[str] = None, num_proc: int = 1, progress: bool = True,
+                model_name: Optional[str] = None, num_proc: Optional[int] = None, progress: bool = True,
                 stop_after_epoch: Optional[int] = None) -> TrainSummary:
-    """Trains ``model_name`` (default ``model.name``) on ``start..end``; see the module doc."""
+    """Trains ``model_name`` (default ``model.name``) on ``start..end`` with ``num_proc`` processes
+    (default ``training.num_proc``); see the module doc."""
     clock = time.perf_counter()
     name = model_name or cfg.model.name
-    if num_proc != 1:
-        raise PipelineError("--num-proc > 1 (Horovod on Spark) is not available yet; use --num-proc 1")
+    num_proc = num_proc or cfg.training.num_proc
+    if num_proc < 1:
+        raise PipelineError(f"--num-proc must be >= 1, got {num_proc}")
     if end < start:
         raise PipelineError(f"bad date range: end {end} is before start {start}")
     split = split_dates(start, end, cfg.training.validation_days, cfg.training.test_days)
     training_set = build_training_set(spark, cfg, split)
-    data = {part: load_arrays(spark, training_set, days) for part, days in
-            (("train", split.train), ("validation", split.validation), ("report", split.report))}
-    tensors = {part: to_tensors(arrays) for part, arrays in data.items()}
+    files = {part: tuple(snapshot_files(spark, training_set.path, training_set.version, days))
+             for part, days in (("train", split.train), ("validation", split.validation))}
 
-    spec = model_spec(cfg, training_set.encoders)
-    conf = cfg.training
-    torch.manual_seed(conf.seed)
-    network = build_model(name, spec)
-    losses = lambda logits, batch: task_losses(name, logits, batch, spec)  # noqa: E731
-    weighting = make_weighting(conf.loss_weighting, list(loss_names(name, spec)),
-                               fixed={k: float(v) for k, v in conf.loss_weights.items()})
-    steps = -(-len(data["train"]["click"]) // conf.batch_size)
+    model_id = f"{name}-{end:%Y%m%d}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     checkpoints = os.path.join(cfg.artifacts_path, "_checkpoints", f"{name}-{start:%Y%m%d}-{end:%Y%m%d}")
-    result = fit(network, Objective(losses=losses, weighting=weighting),
-                 train=lambda epoch: batches(tensors["train"], conf.batch_size, shuffle=True, seed=conf.seed, epoch=epoch),
-                 validation=lambda: batches(tensors["validation"], 4 * conf.batch_size, shuffle=False),
-                 steps_per_epoch=steps, conf=conf, checkpoint_dir=checkpoints,
-                 stop_after_epoch=stop_after_epoch, progress=progress)
-    if stop_after_epoch is not None and result.epochs_run < conf.epochs:
+    job = RankJob(name=name, spec=model_spec(cfg, training_set.encoders), cfg=cfg, encoders=training_set.encoders,
+                  train_files=files["train"], validation_files=files["validation"], num_proc=num_proc,
+                  checkpoint_dir=checkpoints, artifact_dir=os.path.join(cfg.artifacts_path, model_id),
+                  stop_after_epoch=stop_after_epoch, progress=progress)
+    if num_proc == 1:
+        result = train_on_rank(job)
+    else:
+        errors = os.path.join(checkpoints, "_errors")
+        shutil.rmtree(errors, ignore_errors=True)
+        result = run_on_spark(train_on_rank, num_proc=num_proc, args=(job,), error_dir=errors)[0]
+    if stop_after_epoch is not None and result.epochs_run < cfg.training.epochs:
         raise PipelineError(f"stopped after epoch {result.epochs_run} as asked; run again to resume")
 
-    predictions = predict(network, lambda logits: probabilities(name, logits, spec),
-                          batches(tensors["report"], 4 * conf.batch_size, shuffle=False))
-    metrics = evaluate(predictions, data["report"], _truth(cfg, split.report))
-    model_id = f"{name}-{end:%Y%m%d}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    directory = os.path.join(cfg.artifacts_path, model_id)
-    save_artifact(directory, name=name, spec=spec, network=network, encoders=training_set.encoders,
-                  metrics=metrics, history=result.history, cfg=cfg)
-    params = {"model": dataclasses.asdict(spec), "training": to_dict(conf),
+    loaded = load_artifact(job.artifact_dir)
+    report = load_arrays(spark, training_set, split.report)
+    predictions = predict(loaded.network, lambda logits: probabilities(name, logits, loaded.spec),
+                          batches(to_tensors(report), 4 * cfg.training.batch_size, shuffle=False))
+    metrics = evaluate(predictions, report, _truth(cfg, split.report))
+    write_metrics(job.artifact_dir, metrics)
+    params = {"model": dataclasses.asdict(job.spec), "training": to_dict(cfg.training), "num_proc": num_proc,
               "validation_days": [str(d) for d in split.validation], "report_days": [str(d) for d in split.report],
               "best_epoch": result.best_epoch, "samples_per_second": result.samples_per_second}
     register_model(spark, cfg, model_id=model_id, name=name, train_start=start, train_end=end,
                    training_set_version=training_set.version, params=params,
-                   metrics=_headline(metrics), artifact_uri=directory)
+                   metrics=_headline(metrics), artifact_uri=job.artifact_dir)
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
-    return TrainSummary(model_id=model_id, name=name, artifact_uri=directory, train_start=start, train_end=end,
-                        report_days=split.report, training_set_version=training_set.version,
+    return TrainSummary(model_id=model_id, name=name, artifact_uri=job.artifact_dir, train_start=start,
+                        train_end=end, report_days=split.report, training_set_version=training_set.version,
                         best_epoch=result.best_epoch, epochs_run=result.epochs_run,
                         samples_per_second=result.samples_per_second, metrics=metrics,
                         seconds=time.perf_counter() - clock)
+
+
+def train_on_rank(job: RankJob) -> TrainResult:
+    """The training loop of one process: its shard of the snapshot's files through Petastorm.
+
+    Runs in this process (one process) or in a Spark task (``run_on_spark``). Rank 0 writes the
+    artifact (weights, spec, encoders, history, conf) of the best validation epoch.
+    """
+    ranks = HorovodRanks() if job.num_proc > 1 else SingleProcess()
+    if job.num_proc > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.num_proc))  # no oversubscribed cores
+    conf = job.cfg.training
+    torch.manual_seed(conf.seed)
+    network = build_model(job.name, job.spec)
+    losses = lambda logits, batch: task_losses(job.name, logits, batch, job.spec)  # noqa: E731
+    weighting = make_weighting(conf.loss_weighting, list(loss_names(job.name, job.spec)),
+                               fixed={k: float(v) for k, v in conf.loss_weights.items()})
+    columns = Columns.for_encoders(job.encoders, LABELS)
+    shard = {"columns": columns, "rank": ranks.rank, "size": ranks.size}
+    result = fit(network, Objective(losses=losses, weighting=weighting),
+                 train=lambda epoch: read_batches(job.train_files, batch_size=conf.batch_size, shuffle=True,
+                                                  seed=conf.seed, epoch=epoch, **shard),
+                 validation=lambda: read_batches(job.validation_files, batch_size=4 * conf.batch_size, **shard),
+                 steps_per_epoch=max(shard_batches(job.train_files, ranks.size, conf.batch_size)),
+                 conf=conf, checkpoint_dir=job.checkpoint_dir, stop_after_epoch=job.stop_after_epoch,
+                 progress=job.progress, ranks=ranks)
+    if ranks.rank == 0 and (job.stop_after_epoch is None or result.epochs_run >= conf.epochs):
+        save_artifact(job.artifact_dir, name=job.name, spec=job.spec, network=network, encoders=job.encoders,
+                      metrics={}, history=result.history, cfg=job.cfg)
+    return result
 
 
 def _truth(cfg: Config, days: tuple[dt.date, ...]) -> Optional[pd.DataFrame]:

@@ -1,7 +1,10 @@
 import subprocess
 import sys
 
-from pipeline.training.distributed import allreduce_probe, run_on_spark
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.training.distributed import HorovodRanks, allreduce_probe, run_on_spark
 
 
 def test_horovod_torch_imports_with_gloo():
@@ -14,3 +17,15 @@ def test_two_process_allreduce_on_spark(spark):
     results = run_on_spark(allreduce_probe, num_proc=2)
     assert [r["rank"] for r in results] == [0, 1]
     assert all(r["size"] == 2 and r["sum"] == 3.0 for r in results)
+
+
+def fail_on_rank_one() -> None:
+    ranks = HorovodRanks()
+    if ranks.rank == 1:
+        raise ValueError("rank 1 cannot read its shard")
+    ranks.sum({"x": 1.0})  # rank 0 waits here for a peer that is gone
+
+
+def test_a_failing_rank_fails_the_job_with_its_error(spark, tmp_path):
+    with pytest.raises(PipelineError, match="training failed on rank-1: ValueError: rank 1 cannot read its shard"):
+        run_on_spark(fail_on_rank_one, num_proc=2, error_dir=str(tmp_path))

@@ -25,7 +25,7 @@ from tests.samples.conftest import backfill, make_cfg
 WORLD = ["synth.days=8", "synth.exposures_per_day=45000", "synth.num_users=100", "synth.num_items=60",
          "synth.num_brands=40", "synth.ctr=0.2", "synth.cvr=0.04", "synth.shared_interest=0.9",
          "model.bottom_hidden=[64, 32]", "model.tower_hidden=[32]", "model.expert_hidden=[32]",
-         "model.embedding_dim=16", "training.epochs=4", "training.batch_size=512", "training.learning_rate=0.01"]
+         "model.embedding_dim=16", "training.epochs=4", "training.batch_size=512", "training.learning_rate=0.01", "training.num_proc=1"]
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 2)  # validation 10-03, test 10-04 (final)
 
 
@@ -101,6 +101,30 @@ def test_interrupted_training_resumes_to_the_same_weights(spark, world):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert resumed.epochs_run == straight.epochs_run == 2
+
+
+def test_two_horovod_processes_learn_like_one(spark, world, esmm):
+    two = train_model(spark, world, START, END, model_name="esmm", num_proc=2, progress=False)
+    # Two ranks see the same rows in another order, in steps of two batches at twice the learning
+    # rate: the same model up to the noise of SGD, which moves the AUC by about 0.01 between seeds.
+    for task in ("ctr", "ctcvr"):
+        assert abs(two.metrics[task]["auc"] - esmm.metrics[task]["auc"]) < 0.03, (task, two.metrics, esmm.metrics)
+    row = delta.read_table(spark, world.table_path("models")).where(F.col("model_id") == two.model_id).first()
+    assert '"num_proc": 2' in row["params"]
+    loaded = load_artifact(two.artifact_uri)
+    assert loaded.name == "esmm" and two.epochs_run >= 1
+
+
+def test_a_two_process_run_killed_after_its_first_checkpoint_resumes(spark, world):
+    cfg = make_cfg(world.storage.root, *WORLD, "training.epochs=2", "training.patience=5", "model.name=mmoe")
+    with pytest.raises(PipelineError, match="stopped after epoch 1"):
+        train_model(spark, cfg, START, END, num_proc=2, progress=False, stop_after_epoch=1)
+    checkpoint = os.path.join(cfg.artifacts_path, "_checkpoints", "mmoe-20261001-20261002", "checkpoint.pt")
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    resumed = train_model(spark, cfg, START, END, num_proc=1, progress=False)  # any number of processes
+    history = load_artifact(resumed.artifact_uri)
+    assert resumed.epochs_run == 2 and history.name == "mmoe"
+    assert not os.path.exists(checkpoint)
 
 
 def test_training_needs_final_partitions(spark, world):

@@ -1,0 +1,79 @@
+"""Training throughput: the Petastorm reader against in-memory tensors, and 1 against 2 processes.
+
+    .venv/bin/python bench/train.py [--conf conf/local.yaml] [--set key=value ...] [--model esmm]
+
+Generates the conf's synthetic world and builds its samples (not timed), then trains the model on
+the demo split (four days, validation and test on the next two) three ways, same epochs and
+batches:
+
+    in-memory    the training loop over tensors already in memory (the reference: no reader)
+    petastorm 1  the default data path in this process: the pinned snapshot's files via Petastorm
+    petastorm 2  the same with 2 Horovod processes started as Spark tasks (horovod.spark.run)
+
+and prints training samples/s (training steps only; validation and start-up excluded) and the
+ratios petastorm 1 / in-memory (close to 1: the reader is not the bottleneck) and 2 / 1.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+import torch
+
+from pipeline.config import load_config
+from pipeline.models import build_model, loss_names, make_weighting, task_losses
+from pipeline.samples.build import build_samples
+from pipeline.samples.labels import backfill_dates
+from pipeline.spark import get_spark
+from pipeline.synth.generate import generate
+from pipeline.training.dataset import batches, build_training_set, load_arrays, split_dates, to_tensors
+from pipeline.training.loop import Objective, fit
+from pipeline.training.train import model_spec, train_model
+
+
+def in_memory_samples_per_second(spark, cfg, name: str, start: dt.date, end: dt.date) -> float:
+    """The same loop over in-memory tensors (``batches``): no reader at all."""
+    conf = cfg.training
+    split = split_dates(start, end, conf.validation_days, conf.test_days)
+    training_set = build_training_set(spark, cfg, split)
+    train, valid = (to_tensors(load_arrays(spark, training_set, days)) for days in (split.train, split.validation))
+    spec = model_spec(cfg, training_set.encoders)
+    torch.manual_seed(conf.seed)
+    network = build_model(name, spec)
+    objective = Objective(losses=lambda logits, batch: task_losses(name, logits, batch, spec),
+                          weighting=make_weighting(conf.loss_weighting, list(loss_names(name, spec))))
+    result = fit(network, objective,
+                 train=lambda epoch: batches(train, conf.batch_size, shuffle=True, seed=conf.seed, epoch=epoch),
+                 validation=lambda: batches(valid, 4 * conf.batch_size, shuffle=False),
+                 steps_per_epoch=-(-len(train["click"]) // conf.batch_size), conf=conf, progress=False)
+    return result.samples_per_second
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conf")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--model", default="esmm")
+    args = parser.parse_args()
+    # A fixed number of epochs, so that every path runs the same steps.
+    cfg = load_config(args.conf, [*args.overrides, "training.patience=100"])
+    generate(cfg, progress=False)
+    spark = get_spark(cfg, app_name="bench-train")
+    first = cfg.synth.start_date
+    build_samples(spark, cfg, backfill_dates(first, first + dt.timedelta(days=cfg.synth.days - 1), cfg.labels),
+                  "backfill")
+    start, end = first, first + dt.timedelta(days=3)
+
+    rates = {"in-memory": in_memory_samples_per_second(spark, cfg, args.model, start, end)}
+    for procs in (1, 2):
+        summary = train_model(spark, cfg, start, end, model_name=args.model, num_proc=procs, progress=False)
+        rates[f"petastorm {procs}"] = summary.samples_per_second
+    print(f"{'path':<14} {'samples/s':>10}")
+    for path, rate in rates.items():
+        print(f"{path:<14} {rate:>10,.0f}")
+    print(f"petastorm 1 / in-memory = {rates['petastorm 1'] / rates['in-memory']:.2f}; "
+          f"petastorm 2 / petastorm 1 = {rates['petastorm 2'] / rates['petastorm 1']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
