@@ -38,7 +38,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (DateType, DoubleType, StringType, StructField, StructType,
                                TimestampType)
@@ -277,6 +277,22 @@ def predict_partitions(plan: InferencePlan, frames: Iterator[pd.DataFrame]) -> I
         yield out
 
 
+def predict_rows(encoded: DataFrame, plan: InferencePlan) -> DataFrame:
+    """The model (and, with ``plan.gate_dir``, the learned gate) over encoded rows, in the workers.
+
+    Args:
+        encoded: ``encode``'s output: the ``plan.passthrough`` columns and the encoded features.
+        plan: what each worker needs.
+
+    Returns:
+        ``plan.passthrough``, then ``plan.outputs`` (DOUBLE), then ``score`` (DOUBLE) with a gate.
+    """
+    schema = StructType([*[encoded.schema[name] for name in plan.passthrough],
+                         *[StructField(name, DoubleType()) for name in plan.outputs],
+                         *([StructField("score", DoubleType())] if plan.gate_dir else [])])
+    return encoded.mapInPandas(functools.partial(predict_partitions, plan), schema)
+
+
 def gate_terms(gate: LearnedFusion) -> dict[str, str]:
     """The terms a trained gate mixes, each with the conf key that chose them."""
     return {t: "fusion.terms" for t in gate.spec.terms}
@@ -351,30 +367,20 @@ def score(spark: SparkSession, cfg: Config, date: dt.date, *, model_id: str = LA
     passthrough = tuple(dict.fromkeys([*keys, *fusion_columns(conf, gate)]))
     if gate is not None:  # checked here: inside the workers it would fail mid-write
         fusion.check_columns(fusion.needed_columns(conf, gate_terms(gate)), [*passthrough, *outputs])
-    encoded = encode(rows, model.encoders, keep=passthrough)
     plan = InferencePlan(
         artifact_uri=registered.artifact_uri,
         categorical=tuple(f"{CAT_PREFIX}{n}" for n in model.encoders.categorical),
         numeric=tuple(f"{NUM_PREFIX}{n}" for n in model.encoders.numeric),
         outputs=outputs, passthrough=passthrough, batch_size=cfg.scoring.batch_size,
         gate_dir=gate_dir, fusion=to_dict(conf) if gate is not None else None)
-    schema = StructType([*[encoded.schema[name] for name in passthrough],
-                         *[StructField(name, DoubleType()) for name in outputs],
-                         *([StructField("score", DoubleType())] if gate is not None else [])])
-    predicted = encoded.mapInPandas(functools.partial(predict_partitions, plan), schema)
+    predicted = predict_rows(encode(rows, model.encoders, keep=passthrough), plan)
 
     if conf.strategy == "dynamic":
         predicted = fusion.join_segment_weights(predicted, weights, segment=conf.dynamic.segment or "",
                                                 default=conf.linear)
     score_column = F.col("score") if gate is not None else fusion.fused_score_column(conf, predicted.columns)
-    out = predicted.select(
-        *[(F.col(name) if name in keys else F.lit(None)).cast("string").alias(name) for name in KEY_COLUMNS],
-        *[(F.col(name) if name in outputs else F.lit(None)).cast("double").alias(name)
-          for name in (*PREDICTIONS, *EXTRA_OUTPUTS)],
-        score_column.cast("double").alias("score"), F.lit(conf.strategy).alias("fusion"),
-        F.lit(registered.model_id).alias("model_id"),
-        F.lit(dt.datetime.now(dt.timezone.utc)).cast("timestamp").alias("scored_at"),
-        F.lit(date).cast("date").alias("dt"))
+    out = scores_rows(predicted, score_column, strategy=conf.strategy, model_id=registered.model_id,
+                      scored_at=dt.datetime.now(dt.timezone.utc), date=date)
 
     path = cfg.table_path("scores")
     version = delta.replace_partitions(out, path, [date])
@@ -382,6 +388,32 @@ def score(spark: SparkSession, cfg: Config, date: dt.date, *, model_id: str = LA
     return ScoreSummary(date=date, model_id=registered.model_id, fusion=conf.strategy, fusion_source=fusion_source,
                         input=input_name, rows=count, path=path, version=version,
                         seconds=time.perf_counter() - clock)
+
+
+def scores_rows(predicted: DataFrame, score_column: Column, *, strategy: str, model_id: str,
+                scored_at: dt.datetime, date: dt.date) -> DataFrame:
+    """The ``scores`` rows (``SCORES_SCHEMA``) of predicted rows.
+
+    Args:
+        predicted: rows with the key columns the input had and the model's ``p_*`` columns.
+        score_column: the fused score, over ``predicted``'s columns.
+        strategy: the fusion strategy's name.
+        model_id: the model that predicted.
+        scored_at: when the run started (the same for every row).
+        date: the partition.
+
+    Returns:
+        ``SCORES_SCHEMA``; a key column or extra output the input or model lacks is null.
+    """
+    def present_or_null(name: str, kind: str) -> Column:
+        return (F.col(name) if name in predicted.columns else F.lit(None)).cast(kind).alias(name)
+
+    return predicted.select(
+        *[present_or_null(name, "string") for name in KEY_COLUMNS],
+        *[present_or_null(name, "double") for name in (*PREDICTIONS, *EXTRA_OUTPUTS)],
+        score_column.cast("double").alias("score"), F.lit(strategy).alias("fusion"),
+        F.lit(model_id).alias("model_id"), F.lit(scored_at).cast("timestamp").alias("scored_at"),
+        F.lit(date).cast("date").alias("dt"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +501,8 @@ def latest_weights(spark: SparkSession, cfg: Config, date: dt.date) -> tuple[Dat
     """The newest ``fusion_weights`` computation dated on or before ``date``, for this segment.
 
     Returns:
-        ``(SEGMENT_WEIGHTS_SCHEMA rows, the computation's date)``.
+        ``(SEGMENT_WEIGHTS_SCHEMA rows, the computation's date)``: a small local table, ready to
+        broadcast.
 
     Raises:
         PipelineError: none computed yet, or computed for another segment column.
@@ -478,15 +511,17 @@ def latest_weights(spark: SparkSession, cfg: Config, date: dt.date) -> tuple[Dat
     hint = f"run pipeline fusion-weights --date {date} first"
     if not delta.is_table(spark, path):
         raise PipelineError(f"fusion.strategy dynamic: no fusion weights at {path}; {hint}")
-    table = delta.read_table(spark, path).where(F.col("dt") <= F.lit(date))
-    computed = table.agg(F.max("dt")).first()[0]
-    if computed is None:
+    # One row per segment and computation: small enough to read whole in one job.
+    rows = (delta.read_table(spark, path).where(F.col("dt") <= F.lit(date))
+            .select(*fusion.SEGMENT_WEIGHTS_SCHEMA.names, "dt").collect())
+    if not rows:
         raise PipelineError(f"fusion.strategy dynamic: no fusion weights computed on or before {date} in {path}; {hint}")
+    computed = max(row["dt"] for row in rows)
     segment = cfg.fusion.dynamic.segment
-    weights = table.where(F.col("dt") == F.lit(computed)).select(*fusion.SEGMENT_WEIGHTS_SCHEMA.names)
-    if weights.where(F.col("segment_column") == F.lit(segment)).isEmpty():
+    latest = [row for row in rows if row["dt"] == computed]
+    if not any(row["segment_column"] == segment for row in latest):
         raise PipelineError(f"fusion.dynamic.segment: the fusion weights of {computed} are not per {segment!r}; {hint}")
-    return weights, computed
+    return spark.createDataFrame([tuple(row)[:-1] for row in latest], fusion.SEGMENT_WEIGHTS_SCHEMA), computed
 
 
 def gate_directory(cfg: Config, day: dt.date) -> str:

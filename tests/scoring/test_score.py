@@ -57,9 +57,8 @@ def world(spark, tmp_path_factory):
     generate(cfg, progress=False)
     backfill(spark, cfg, "2026-10-01", "2026-10-05")
     model = train_model(spark, cfg, D1, D1, model_name="esmm", progress=False)
-    for date in (D1, D2):
-        score(spark, cfg, date)
-    return cfg, model
+    rows = {date: score(spark, cfg, date).rows for date in (D1, D2)}
+    return cfg, model, rows
 
 
 def with_fusion(cfg, *sets):
@@ -88,7 +87,7 @@ def write_conf(cfg, tmp_path):
 
 
 def test_scores_equal_the_in_process_model_on_the_pinned_training_set(spark, world):
-    cfg, model = world
+    cfg, model, _ = world
     loaded = load_artifact(model.artifact_uri)
     split = split_dates(model.train_start, model.train_end, 1, 0)
     training_set = TrainingSet(path=cfg.table_path("training_set"), version=model.training_set_version,
@@ -113,7 +112,7 @@ def test_scores_equal_the_in_process_model_on_the_pinned_training_set(spark, wor
 
 
 def test_candidates_with_unseen_values_score_as_unknown_ids(spark, world):
-    cfg, model = world
+    cfg, model, _ = world
     loaded = load_artifact(model.artifact_uri)
     seen = (delta.read_table(spark, cfg.table_path("samples")).where(F.col("dt") == F.lit(D2))
             .orderBy("impression_id").limit(40)
@@ -147,7 +146,7 @@ def test_candidates_with_unseen_values_score_as_unknown_ids(spark, world):
 
 
 def test_latest_is_the_newest_registered_model(spark, world, tmp_path):
-    cfg, model = world
+    cfg, model, _ = world
     path = str(tmp_path / "models")
     registry = make_cfg(cfg.storage.root, *WORLD, f"tables.models={path}")
     with pytest.raises(PipelineError, match=r"no models registered \(no models table at ") as err:
@@ -169,7 +168,7 @@ def test_latest_is_the_newest_registered_model(spark, world, tmp_path):
 
 
 def test_bad_requests_fail_in_one_line_before_writing(spark, world):
-    cfg, _ = world
+    cfg, _, _ = world
     version = delta.current_version(spark, cfg.table_path("scores"))
     cases = [
         (cfg, D2, {"model_id": "esmm-nope"}, r"unknown model id 'esmm-nope'"),
@@ -196,19 +195,19 @@ def test_bad_requests_fail_in_one_line_before_writing(spark, world):
 
 @pytest.fixture(scope="module")
 def weights(spark, world):
-    cfg, _ = world
+    cfg, _, _ = world
     return compute_fusion_weights(spark, cfg, D3)  # labelled days 09-30..10-01
 
 
 @pytest.fixture(scope="module")
 def dynamic_scores(spark, world, weights):
-    cfg, _ = world
+    cfg, _, _ = world
     return score(spark, with_fusion(cfg, "fusion.strategy=dynamic"), D3)
 
 
 @pytest.fixture(scope="module")
 def gate(spark, world):
-    cfg, _ = world
+    cfg, _, _ = world
     return train_fusion_gate(spark, cfg, D2)
 
 
@@ -222,7 +221,7 @@ def labelled_frame(spark, cfg, date):
 
 
 def test_dynamic_fusion_scores_with_the_computed_weights(spark, world, weights, dynamic_scores):
-    cfg, _ = world
+    cfg, _, rows = world
     dynamic = with_fusion(cfg, "fusion.strategy=dynamic")
     with pytest.raises(PipelineError, match=r"no fusion weights computed on or before 2026-10-02.*"
                                             r"run pipeline fusion-weights") as err:
@@ -234,14 +233,14 @@ def test_dynamic_fusion_scores_with_the_computed_weights(spark, world, weights, 
     expected = fusion.fused_scores(dynamic.fusion, frame, weights_table=table.toPandas())
     # 09-30 has no samples: the weights come from the final, scored exposures of 10-01.
     assert (weights.from_date, weights.to_date) == (dt.date(2026, 9, 30), D1)
-    assert weights.exposures == scores_of(spark, cfg, D1).count() and weights.segments >= 2
+    assert weights.exposures == rows[D1] and weights.segments >= 2
     assert dynamic_scores.fusion_source == "weights of 2026-10-03" and set(frame["fusion"]) == {"dynamic"}
     np.testing.assert_allclose(frame["score"], expected, rtol=1e-12)
     assert not np.allclose(frame["score"], 0.1 * frame["p_ctr"] + frame["p_ctcvr"])
 
 
 def test_learned_fusion_scores_with_the_newest_gate_before_the_day(spark, world, gate):
-    cfg, _ = world
+    cfg, _, rows = world
     learned = with_fusion(cfg, "fusion.strategy=learned")
     with pytest.raises(PipelineError, match=r"no gate trained on a day before 2026-10-02") as err:
         score(spark, learned, D2)
@@ -253,7 +252,7 @@ def test_learned_fusion_scores_with_the_newest_gate_before_the_day(spark, world,
     expected = fusion.fused_scores(learned.fusion, frame, strategy="learned",
                                    learned=LearnedFusion.load(gate.directory))
     assert gate.directory.endswith(os.path.join("fusion", "learned-2026-10-02"))
-    assert gate.rows == scores_of(spark, cfg, D2).count() and len(gate.history) == 3
+    assert gate.rows == rows[D2] and len(gate.history) == 3
     assert summary.fusion_source == "gate trained on 2026-10-02" and set(frame["fusion"]) == {"learned"}
     np.testing.assert_allclose(frame["score"], expected, rtol=1e-5)
     with pytest.raises(PipelineError, match=r"samples for 2026-10-04 are not final yet"):
@@ -261,7 +260,7 @@ def test_learned_fusion_scores_with_the_newest_gate_before_the_day(spark, world,
 
 
 def test_fusion_eval_prints_the_comparison_table(spark, world, dynamic_scores, gate, tmp_path, capsys):
-    cfg, _ = world
+    cfg, _, _ = world
 
     assert main(["fusion-eval", "--conf", write_conf(cfg, tmp_path), "--date", str(D3)]) == 0
 
@@ -281,7 +280,7 @@ def test_fusion_eval_prints_the_comparison_table(spark, world, dynamic_scores, g
 
 
 def test_cli_rescores_a_date_in_one_line_replacing_only_its_partition(spark, world, tmp_path):
-    cfg, model = world
+    cfg, model, _ = world
     path = cfg.table_path("scores")
     version = delta.current_version(spark, path)
     pipeline = os.path.join(os.path.dirname(sys.executable), "pipeline")
