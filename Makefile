@@ -22,6 +22,7 @@ demo: env
 	$(PIPELINE) train --conf $(CONF) --start $(DEMO_START) --end $(TRAIN_END) --model esmm
 	$(PIPELINE) score --conf $(CONF) --date $(SCORE_DATE)
 	$(PIPELINE) top-scores --conf $(CONF) --date $(SCORE_DATE) --k 10
+	$(PIPELINE) report --conf $(CONF)
 
 airflow-env:
 	@bash .ci/airflow_env.sh

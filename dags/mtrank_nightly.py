@@ -30,7 +30,9 @@ DEFAULTS = {
     "conf_path": "conf/cluster.yaml",  # relative to repo, or absolute
     "train_weekday": "sunday",
     "train_days": 14,  # training window length
-    "label_delay_days": 4,  # labels are final once attribution_window_days + 1 days have passed
+    # Days from the last training day to ds: the lookback (click 1 + attribution 3 days) after the
+    # test day, plus the validation and test days, so all three have final labels.
+    "label_delay_days": 6,
     "retries": 2,
     # Templated ("{{ params.repo }}" works). The driver runs jobs/*.py with the project's .venv.
     "spark_conf": {

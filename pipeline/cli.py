@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -18,7 +19,7 @@ from pipeline.errors import PipelineError
 
 EXIT_USER_ERROR = 2
 DATED_COMMANDS = ("build-samples", "train")
-ONE_DATE_COMMANDS = ("score", "top-scores", "fusion-weights", "fusion-train", "fusion-eval")  # --date D only
+ONE_DATE_COMMANDS = ("run", "score", "top-scores", "fusion-weights", "fusion-train", "fusion-eval")  # --date D only
 
 
 def _generate(cfg: Config, args: argparse.Namespace) -> int:
@@ -65,6 +66,20 @@ def _one_date(args: argparse.Namespace) -> dt.date:
     if not args.date:
         raise PipelineError("give --date D")
     return parse_date(args.date, "--date")
+
+
+def _run(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.nightly import run_nightly
+    from pipeline.spark import get_spark
+
+    date = _one_date(args)
+    summary = run_nightly(get_spark(cfg, app_name="mtrank-run"), cfg, date)
+    print(summary.table())
+    print(summary.line())
+    failed = [s for s in summary.steps if s.status == "failed"]
+    if failed:
+        raise PipelineError(f"{failed[0].step} failed: {failed[0].detail}")
+    return 0
 
 
 def _score(cfg: Config, args: argparse.Namespace) -> int:
@@ -114,6 +129,16 @@ def _fusion_eval(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.report import build_report
+    from pipeline.spark import get_spark
+
+    summary = build_report(get_spark(cfg, app_name="mtrank-report"), cfg, args.out)
+    print(summary.line())
+    print(f"open {os.path.abspath(summary.path)} in a browser (one self-contained file)")
+    return 0
+
+
 def _import_aliccp(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.aliccp.importer import import_aliccp
     from pipeline.aliccp.parse import SplitDays
@@ -149,6 +174,7 @@ def _show_config(cfg: Config, args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
+    "run": ("the nightly chain for one date: build-samples, train when due, score, report", _run),
     "build-samples": ("raw logs -> entire-space samples, quarantine and a runs row (Delta)", _build_samples),
     "train": ("train one model on a date range of samples, evaluate and register it", _train),
     "score": ("score a day's rows with a registered model, fuse, and write the scores partition", _score),
@@ -156,6 +182,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
     "fusion-weights": ("compute the dynamic fusion's segment weights from final, scored days", _fusion_weights),
     "fusion-train": ("train the learned fusion gate on a final, scored day", _fusion_train),
     "fusion-eval": ("compare the fusion strategies offline (NDCG@K, revenue@K) on a final, scored day", _fusion_eval),
+    "report": ("write one self-contained HTML report: data quality, label rates, training, models, scores", _report),
     "import-aliccp": ("the public Ali-CCP dataset (ESMM paper) -> samples, quarantine and a runs row", _import_aliccp),
     "generate": ("write synthetic raw logs and their truth table", _generate),
     "truth": ("summarize the generated truth: label rates, oracle AUCs, dirt", _truth),
@@ -186,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "import-aliccp":
             sub.add_argument("--source", metavar="DIR", help="folder of the Ali-CCP files (default: aliccp.source)")
             sub.add_argument("--split", choices=["train", "test"], help="import one split only (default: both)")
+        if name == "report":
+            sub.add_argument("--out", metavar="PATH", help="where to write the HTML file (default: report.path)")
         if name == "train":
             sub.add_argument("--model", choices=MODEL_NAMES, help="model to train (default: model.name)")
             sub.add_argument("--num-proc", type=int, help="processes (default: training.num_proc)")

@@ -441,6 +441,37 @@ class AliccpConf:
         _require(self.train_days >= 1 and self.test_days >= 1, "aliccp.train_days and aliccp.test_days must be >= 1")
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class NightlyConf:
+    """``pipeline run``: when the nightly chain trains, and on which days (see pipeline/nightly.py)."""
+
+    train_weekday: str = "sunday"         # a weekday, or daily
+    train_days: int = 14                  # training window length
+    force_train: bool = False             # train tonight whatever the weekday
+    model: Optional[str] = None           # None: model.name
+
+    def __post_init__(self) -> None:
+        _require(self.train_weekday in (*WEEKDAYS, "daily"),
+                 f"nightly.train_weekday must be a weekday or daily, got {self.train_weekday!r}")
+        _require(self.train_days >= 1, "nightly.train_days must be >= 1")
+        _require(self.model is None or self.model in MODEL_NAMES,
+                 f"nightly.model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
+
+
+@dataclass(frozen=True)
+class ReportConf:
+    """``pipeline report``: where the self-contained HTML page is written."""
+
+    path: str = "./reports/report.html"  # a local or mounted file path (or --out)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.path.strip()), "report.path must not be empty")
+        _require(self.path.lower().endswith((".html", ".htm")), f"report.path must end in .html, got {self.path!r}")
+
+
 @dataclass(frozen=True)
 class Config:
     storage: StorageConf = field(default_factory=StorageConf)
@@ -455,6 +486,8 @@ class Config:
     fusion: FusionConf = field(default_factory=FusionConf)
     scoring: ScoringConf = field(default_factory=ScoringConf)
     aliccp: AliccpConf = field(default_factory=AliccpConf)
+    report: ReportConf = field(default_factory=ReportConf)
+    nightly: NightlyConf = field(default_factory=NightlyConf)
 
     def table_path(self, name: str) -> str:
         """Where table ``name`` lives: ``tables.<name>`` or ``<storage.root>/<name>``."""

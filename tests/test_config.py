@@ -1,3 +1,4 @@
+import dataclasses
 import datetime as dt
 import subprocess
 import sys
@@ -125,3 +126,37 @@ def test_cli_shows_the_effective_config():
     result = subprocess.run([sys.executable, "-m", "pipeline.cli", "show-config", "--set", "synth.days=2"],
                             capture_output=True, text=True, check=True)
     assert "days: 2" in result.stdout
+
+
+def _schema_keys(section, prefix=""):
+    """Dotted keys of the conf schema down to its settings (a mapping setting such as spark.conf is one key)."""
+    keys = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        name = f"{prefix}{f.name}"
+        keys += _schema_keys(value, f"{name}.") if dataclasses.is_dataclass(value) else [name]
+    return keys
+
+
+def test_local_yaml_spells_out_every_key_of_the_schema():
+    """conf/local.yaml is the configuration reference: every key, with its default and a comment."""
+    import yaml
+
+    with open(LOCAL, encoding="utf-8") as fh:
+        spelled = yaml.safe_load(fh)
+    missing = []
+    for key in _schema_keys(Config()):
+        node = spelled
+        for part in key.split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is KeyError:
+            missing.append(key)
+    assert missing == []  # (unknown keys are load errors: test_local_yaml_is_the_embedded_default)
+
+
+def test_readme_configuration_block_names_every_section():
+    with open("README.md", encoding="utf-8") as fh:
+        readme = fh.read()
+    block = readme.split("## Configuration", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    sections = {line.split(":", 1)[0] for line in block.splitlines() if line and not line.startswith(" ")}
+    assert sections == set(to_dict(Config()))

@@ -1,7 +1,8 @@
 """Predictions and the metrics the papers and industry report, per task.
 
 CTR over all exposures; CVR over clicked exposures (what the papers report); CTCVR over all
-exposures; GAUC by user, log loss, calibration and reliability bins; value RMSE on conversions.
+exposures; GAUC by user, log loss, calibration, reliability bins and ROC points; value RMSE on
+conversions.
 With the generator's truth: the oracle AUC of each task (the true probabilities as scores) and the
 entire-space CVR AUC against would-convert-if-clicked labels, where ESMM should beat a CVR model
 trained on clicks only.
@@ -35,7 +36,8 @@ def predict(model: nn.Module, probabilities: Callable[[dict], dict[str, torch.Te
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, users: Optional[np.ndarray] = None) -> dict:
     out = {"auc": m.auc(labels, probs), "logloss": m.logloss(labels, probs),
            "calibration": m.calibration(labels, probs), "rows": int(len(labels)),
-           "positives": int(np.sum(labels)), "reliability": m.reliability(labels, probs)}
+           "positives": int(np.sum(labels)), "reliability": m.reliability(labels, probs),
+           "roc": m.roc_points(labels, probs)}
     if users is not None:
         out["gauc"] = m.gauc(labels, probs, users)
     return out

@@ -68,6 +68,32 @@ def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> list[d
     return out
 
 
+def roc_points(labels: np.ndarray, scores: np.ndarray, points: int = 51) -> list[dict[str, float]]:
+    """ROC curve data: rows of false and true positive rates from (0, 0) to (1, 1), one per
+    distinct score threshold, evenly thinned to at most ``points`` rows (first and last kept);
+    empty without both classes.
+
+    Args:
+        labels: [N] 0/1 labels.
+        scores: [N] scores; higher means more likely positive.
+        points: the most rows returned (>= 2).
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return []
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores, hits = scores[order], labels[order]
+    # The last row of each run of equal scores: one threshold per distinct score, ties together.
+    last = np.r_[np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]), len(scores) - 1]
+    tpr = np.r_[0.0, np.cumsum(hits)[last] / positives]
+    fpr = np.r_[0.0, np.cumsum(~hits)[last] / negatives]
+    keep = np.unique(np.linspace(0, len(tpr) - 1, min(max(points, 2), len(tpr))).round().astype(int))
+    return [{"fpr": float(fpr[i]), "tpr": float(tpr[i])} for i in keep]
+
+
 def rmse(targets: np.ndarray, predictions: np.ndarray) -> float:
     if not len(targets):
         return float("nan")

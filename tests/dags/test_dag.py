@@ -83,9 +83,9 @@ def test_rendered_job_arguments(dag):
     conf = ["--conf", "/opt/mtrank/conf/cluster.yaml"]
     assert jobs["build_samples"]["application"] == "/opt/mtrank/jobs/build_samples.py"
     assert jobs["build_samples"]["application_args"] == [*conf, "--date", "2026-10-10"]
-    # 14 days ending 4 days before ds: the newest partitions whose labels are final.
+    # 14 days ending 6 days before ds: their validation and test days (the next two) are final too.
     assert jobs["train"]["application"] == "/opt/mtrank/jobs/train.py"
-    assert jobs["train"]["application_args"] == [*conf, "--start", "2026-09-23", "--end", "2026-10-06"]
+    assert jobs["train"]["application_args"] == [*conf, "--start", "2026-09-21", "--end", "2026-10-04"]
     assert jobs["score"]["application"] == "/opt/mtrank/jobs/score.py"
     assert jobs["score"]["application_args"] == [*conf, "--date", "2026-10-10", "--model-id", "latest"]
     assert jobs["score"]["name"] == "mtrank_score_2026-10-10"
@@ -120,6 +120,6 @@ def test_variable_overrides_settings(facts):
     assert train["conn_id"] == "spark_yarn"
     assert train["application"] == "/srv/mtrank/jobs/train.py"
     assert train["application_args"] == ["--conf", "/srv/mtrank/conf/cluster.yaml",
-                                         "--start", "2026-09-09", "--end", "2026-10-06"]
+                                         "--start", "2026-09-07", "--end", "2026-10-04"]
     assert train["conf"]["spark.pyspark.python"] == "/srv/mtrank/.venv/bin/python"
     assert dag["train_due"] == {"2026-10-10": True, "2026-10-11": False}

@@ -1,0 +1,96 @@
+"""pipeline run: the nightly chain (build-samples, train when due, score, report) on a tiny world."""
+import datetime as dt
+import os
+
+import pytest
+from pyspark.sql import functions as F
+
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+from pipeline.io import delta
+from pipeline.nightly import label_delay_days, train_reason, training_window
+from pipeline.synth.generate import generate
+
+from tests.conftest import TEST_SPARK_SETTINGS
+from tests.samples.conftest import backfill, make_cfg
+
+# Six days of 2,000 exposures; a one-day attribution window makes a day final two days later.
+WORLD = ["synth.days=6", "synth.exposures_per_day=2000", "synth.num_users=100", "synth.num_items=60",
+         "synth.num_brands=40", "synth.ctr=0.2", "synth.cvr=0.1", "labels.attribution_window_days=1",
+         "labels.max_delay_days=2", "model.bottom_hidden=[32]", "model.tower_hidden=[16]",
+         "model.embedding_dim=8", "training.epochs=1", "training.test_days=0", "training.batch_size=512",
+         "training.num_proc=1", "nightly.train_days=2"]
+NIGHT = dt.date(2026, 10, 6)  # a Tuesday
+
+
+def test_training_waits_for_final_validation_and_test_days():
+    cfg = load_config()
+    assert label_delay_days(cfg) == 4 + 1 + 1  # lookback (1 + 3 days), validation, test
+    assert training_window(cfg, dt.date(2026, 10, 20)) == (dt.date(2026, 10, 1), dt.date(2026, 10, 14))
+
+
+@pytest.mark.parametrize("sets, has_model, reason", [
+    ([], True, None),
+    ([], False, "no model registered yet"),
+    (["nightly.train_weekday=tuesday"], True, "tuesday"),
+    (["nightly.train_weekday=daily"], True, "daily"),
+    (["nightly.force_train=true"], True, "nightly.force_train"),
+])
+def test_train_is_due_on_its_weekday_when_forced_or_on_the_first_night(sets, has_model, reason):
+    assert train_reason(load_config(None, sets), NIGHT, has_model) == reason
+
+
+def test_bad_nightly_keys_are_named():
+    with pytest.raises(ConfigError, match="nightly.train_weekday must be a weekday or daily, got 'sundays'"):
+        load_config(None, ["nightly.train_weekday=sundays"])
+    with pytest.raises(ConfigError, match="nightly.model must be one of"):
+        load_config(None, ["nightly.model=gbdt"])
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("nightly")
+    cfg = make_cfg(root, *WORLD, f"report.path={root}/report.html")
+    generate(cfg, progress=False)
+    backfill(spark, cfg, "2026-10-01", "2026-10-05")
+    return cfg
+
+
+def run(cfg, *sets):
+    args = [f"--set={s}" for s in (*TEST_SPARK_SETTINGS, *WORLD, f"storage.root={cfg.storage.root}", f"report.path={cfg.report.path}", *sets)]
+    return main(["run", "--date", str(NIGHT), *args])
+
+
+def test_first_night_trains_scores_and_reports(spark, world, capsys):
+    assert run(world) == 0
+    out = capsys.readouterr().out
+    for step in ("build-samples", "train", "score", "report"):
+        assert f"\n{step:<14} ok " in out
+    assert "[due: no model registered yet]" in out
+    assert f"run {NIGHT}: ok (build-samples ok, train ok, score ok, report ok)" in out
+    models = delta.read_table(spark, world.table_path("models")).collect()
+    assert [(m["train_start"], m["train_end"]) for m in models] == [(dt.date(2026, 10, 2), dt.date(2026, 10, 3))]
+    scores = delta.read_table(spark, world.table_path("scores")).where(F.col("dt") == F.lit(NIGHT))
+    assert scores.count() == 2000
+    assert os.path.exists(world.report.path)
+
+
+def test_next_night_skips_training_and_rescores(spark, world, capsys):
+    assert run(world) == 0
+    out = capsys.readouterr().out
+    assert "\ntrain          skipped " in out and "not due: trains on sundays" in out
+    assert delta.read_table(spark, world.table_path("models")).count() == 1
+    scores = delta.read_table(spark, world.table_path("scores")).where(F.col("dt") == F.lit(NIGHT))
+    assert scores.count() == 2000  # replaced, not appended
+
+
+def test_a_failed_step_stops_the_chain_in_one_line(spark, world, capsys):
+    scores_version = delta.current_version(spark, world.table_path("scores"))
+    assert run(world, "nightly.force_train=true", "nightly.train_days=10") == 2
+    captured = capsys.readouterr()
+    assert "\ntrain          failed " in captured.out
+    assert "\nscore          not run " in captured.out and "\nreport         not run " in captured.out
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("pipeline run: error: train failed: ")
+    assert delta.current_version(spark, world.table_path("scores")) == scores_version
