@@ -24,6 +24,7 @@ setup(
     packages=find_packages(include=["pipeline", "pipeline.*"]),
     package_data={"pipeline": ["log4j2.properties"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.3"]},
+    # nbclient, nbformat, ipykernel: tests/notebooks executes notebooks/*.ipynb in a kernel on .venv's python.
+    extras_require={"dev": ["pytest>=8", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]},
     entry_points={"console_scripts": ["pipeline=pipeline.cli:main"]},
 )
