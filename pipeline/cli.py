@@ -76,9 +76,8 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     summary = run_nightly(get_spark(cfg, app_name="mtrank-run"), cfg, date)
     print(summary.table())
     print(summary.line())
-    failed = [s for s in summary.steps if s.status == "failed"]
-    if failed:
-        raise PipelineError(f"{failed[0].step} failed: {failed[0].detail}")
+    if summary.failed:
+        raise PipelineError(f"{summary.failed.step} failed: {summary.failed.detail}")
     return 0
 
 

@@ -22,9 +22,6 @@ from pipeline.config import WEEKDAYS, Config
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 
-STEPS = ("build-samples", "train", "score", "report")
-
-
 @dataclass(frozen=True)
 class StepResult:
     step: str
@@ -41,6 +38,11 @@ class NightlySummary:
     @property
     def ok(self) -> bool:
         return all(s.status in ("ok", "skipped") for s in self.steps)
+
+    @property
+    def failed(self) -> Optional[StepResult]:
+        """The step that stopped the chain, if one did."""
+        return next((s for s in self.steps if s.status == "failed"), None)
 
     def table(self) -> str:
         """One row per step: status, seconds and its summary line."""
@@ -88,21 +90,21 @@ def run_nightly(spark: SparkSession, cfg: Config, date: dt.date) -> NightlySumma
 
     reason = train_reason(cfg, date, delta.is_table(spark, cfg.table_path("models")))
     start, end = training_window(cfg, date)
-    jobs: dict[str, Callable[[], object]] = {
+    jobs: dict[str, Callable[[], object]] = {  # the steps, in order
         "build-samples": lambda: build_samples(spark, cfg, nightly_dates(date, cfg.labels), "nightly"),
         "train": lambda: train_model(spark, cfg, start, end, model_name=cfg.nightly.model or cfg.model.name),
         "score": lambda: score(spark, cfg, date),
         "report": lambda: build_report(spark, cfg),
     }
     results: list[StepResult] = []
-    for step in STEPS:
+    for step, job in jobs.items():
         if any(r.status == "failed" for r in results):
             results.append(StepResult(step, "not run", "an earlier step failed"))
         elif step == "train" and reason is None:
             results.append(StepResult(step, "skipped", f"not due: trains on {cfg.nightly.train_weekday}s "
                                                        f"(or --set nightly.force_train=true)"))
         else:
-            results.append(_run_step(step, jobs[step], note=f" [due: {reason}]" if step == "train" else ""))
+            results.append(_run_step(step, job, note=f" [due: {reason}]" if step == "train" else ""))
     return NightlySummary(date=date, steps=tuple(results))
 
 
