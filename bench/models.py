@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-from pipeline.config import MODEL_NAMES, load_config
+from pipeline.config import load_config
+from pipeline.models import MODELS
 from pipeline.samples.build import build_samples
 from pipeline.samples.labels import backfill_dates
 from pipeline.spark import get_spark
@@ -26,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conf")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     args = parser.parse_args()
     cfg = load_config(args.conf, args.overrides)
     generate(cfg, progress=False)

@@ -16,36 +16,26 @@ ratios petastorm 1 / in-memory (close to 1: the reader is not the bottleneck) an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 
-import torch
-
 from pipeline.config import load_config
-from pipeline.models import build_model, loss_names, make_weighting, task_losses
 from pipeline.samples.build import build_samples
 from pipeline.samples.labels import backfill_dates
 from pipeline.spark import get_spark
 from pipeline.synth.generate import generate
-from pipeline.training.dataset import batches, build_training_set, load_arrays, split_dates, to_tensors
-from pipeline.training.loop import Objective, fit
-from pipeline.training.train import model_spec, train_model
+from pipeline.training.dataset import build_training_set, load_arrays, split_dates, to_tensors
+from pipeline.training.train import model_inputs, train_in_memory, train_model
 
 
 def in_memory_samples_per_second(spark, cfg, name: str, start: dt.date, end: dt.date) -> float:
-    """The same loop over in-memory tensors (``batches``): no reader at all."""
+    """The same loop over in-memory tensors (``train_in_memory``): no reader at all."""
     conf = cfg.training
     split = split_dates(start, end, conf.validation_days, conf.test_days)
     training_set = build_training_set(spark, cfg, split)
     train, valid = (to_tensors(load_arrays(spark, training_set, days)) for days in (split.train, split.validation))
-    spec = model_spec(cfg, training_set.encoders)
-    torch.manual_seed(conf.seed)
-    network = build_model(name, spec)
-    objective = Objective(losses=lambda logits, batch: task_losses(name, logits, batch, spec),
-                          weighting=make_weighting(conf.loss_weighting, list(loss_names(name, spec))))
-    result = fit(network, objective,
-                 train=lambda epoch: batches(train, conf.batch_size, shuffle=True, seed=conf.seed, epoch=epoch),
-                 validation=lambda: batches(valid, 4 * conf.batch_size, shuffle=False),
-                 steps_per_epoch=-(-len(train["click"]) // conf.batch_size), conf=conf, progress=False)
+    spec = dataclasses.replace(cfg.model, name=name)
+    _, result = train_in_memory(spec, model_inputs(training_set.encoders), training_set.priors, conf, train, valid)
     return result.samples_per_second
 
 

@@ -13,9 +13,10 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
-from pipeline.config import MODEL_NAMES, Config, load_config, to_dict
+from pipeline.config import Config, load_config, to_dict
 from pipeline.dates import date_range, parse_date
 from pipeline.errors import PipelineError
+from pipeline.models.registry import MODELS
 
 EXIT_USER_ERROR = 2
 DATED_COMMANDS = ("build-samples", "train")
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "report":
             sub.add_argument("--out", metavar="PATH", help="where to write the HTML file (default: report.path)")
         if name == "train":
-            sub.add_argument("--model", choices=MODEL_NAMES, help="model to train (default: model.name)")
+            sub.add_argument("--model", choices=list(MODELS), help="model to train (default: model.name)")
             sub.add_argument("--num-proc", type=int, help="processes (default: training.num_proc)")
     return parser
 

@@ -20,6 +20,7 @@ import yaml
 
 from pipeline.dates import parse_date
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.models.spec import ModelSpec
 
 TABLE_NAMES = ("samples", "quarantine", "runs", "models", "scores", "training_set", "fusion_weights")
 SOURCES = ("exposures", "clicks", "conversions")
@@ -160,7 +161,11 @@ class SynthConf:
     ctr: float = 0.10                 # mean true click probability over exposures
     cvr: float = 0.05                 # mean true conversion probability over clicks
     selection_bias: float = 1.0       # 0: clicks and conversions independent given features
-    shared_interest: float = 0.9      # correlation of the CVR latent factors with the CTR ones
+    shared_interest: float = 0.9      # correlation of the CVR latent factors with the CTR ones, in [-1, 1]
+    item_popularity_exponent: float = 0.8  # Zipf exponent of item popularity (0: uniform)
+    user_activity_sigma: float = 0.8  # log-normal spread of user activity (0: every user alike)
+    cold_share: float = 0.0           # share of users and of items that first appear on the last day
+    affinity_scale: float = 1.0       # standard deviation of the user x item affinities
     click_delay_minutes: float = 5.0
     conversion_delay_hours: float = 12.0
     late_click_rate: float = 0.01     # clicks arriving after labels.click_window_hours
@@ -182,7 +187,11 @@ class SynthConf:
         for name in ("late_click_rate", "late_conversion_rate", "repeat_conversion_rate",
                      "ts_epoch_ms_rate", "ts_offset_rate"):
             _require(0.0 <= getattr(self, name) <= 1.0, f"synth.{name} must be in [0, 1]")
-        _require(0.0 <= self.shared_interest <= 1.0, "synth.shared_interest must be in [0, 1]")
+        _require(-1.0 <= self.shared_interest <= 1.0, "synth.shared_interest must be in [-1, 1]")
+        _require(self.item_popularity_exponent >= 0, "synth.item_popularity_exponent must be >= 0")
+        _require(self.user_activity_sigma >= 0, "synth.user_activity_sigma must be >= 0")
+        _require(0.0 <= self.cold_share < 1.0, "synth.cold_share must be in [0, 1)")
+        _require(self.affinity_scale >= 0, "synth.affinity_scale must be >= 0")
         _require(self.ts_epoch_ms_rate + self.ts_offset_rate <= 1.0,
                  "synth.ts_epoch_ms_rate + synth.ts_offset_rate must be <= 1")
         _require(self.click_delay_minutes > 0, "synth.click_delay_minutes must be > 0")
@@ -190,44 +199,18 @@ class SynthConf:
         _require(self.selection_bias >= 0, "synth.selection_bias must be >= 0")
 
 
-MODEL_NAMES = ("ctr_dnn", "cvr_naive", "reweight", "shared_bottom", "esmm", "omoe", "mmoe", "ple", "aitm")
-
-
-@dataclass(frozen=True)
-class ModelConf:
-    """Architecture of ``pipeline train`` (``--model`` overrides ``name``)."""
-
-    name: Literal["ctr_dnn", "cvr_naive", "reweight", "shared_bottom", "esmm", "omoe", "mmoe", "ple", "aitm"] = "esmm"
-    tasks: tuple[str, ...] = ("ctr", "cvr")
-    cvr_mode: Literal["entire_space", "masked"] = "entire_space"
-    embedding_dim: int = 16
-    bottom_hidden: tuple[int, ...] = (128, 64)
-    tower_hidden: tuple[int, ...] = (64,)
-    num_experts: int = 4
-    expert_hidden: tuple[int, ...] = (64,)
-    num_shared_experts: int = 2
-    num_task_experts: int = 2
-    ple_layers: int = 2
-    dropout: float = 0.1
-    interaction: bool = True
-    reweight_conversion: float = 5.0
-    reweight_value: float = 1.0
-
-    def __post_init__(self) -> None:
-        for task in self.tasks:
-            _require(task in ("ctr", "cvr", "value"), f"model.tasks: unknown task {task!r} (ctr, cvr, value)")
-        _require(0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)")
-
-
 @dataclass(frozen=True)
 class TrainingConf:
     epochs: int = 3
-    batch_size: int = 1024
-    learning_rate: float = 0.01
+    batch_size: int = 4096
+    learning_rate: float = 0.01           # dense layers (AdamW)
     weight_decay: float = 0.0
+    embedding_learning_rate: float = 0.05  # embedding tables
+    validations_per_epoch: int = 4        # early stopping looks this often per epoch
+    deep_epochs: Optional[int] = 1        # epochs the deep part trains, then the wide part alone (null: all)
     warmup_fraction: float = 0.05         # of all steps, linear warm-up before cosine decay
     schedule: Literal["cosine", "constant"] = "cosine"
-    patience: int = 1                     # epochs without validation improvement before stopping
+    patience: int = 1                     # validations without improvement before stopping
     seed: int = 7
     loss_weighting: Literal["fixed", "uncertainty", "gradnorm"] = "fixed"
     loss_weights: Mapping[str, str] = field(default_factory=_frozen_dict)  # fixed weights per loss key
@@ -237,12 +220,14 @@ class TrainingConf:
     num_proc: int = 2                 # Horovod processes (Spark tasks); 1 trains in this process
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "validation_days"):
+        for name in ("epochs", "batch_size", "validation_days", "validations_per_epoch"):
             _require(getattr(self, name) >= 1, f"training.{name} must be >= 1")
-        _require(self.learning_rate > 0, "training.learning_rate must be > 0")
+        _require(self.learning_rate > 0 and self.embedding_learning_rate > 0,
+                 "training.learning_rate and training.embedding_learning_rate must be > 0")
         _require(self.test_days >= 0 and self.patience >= 0, "training.test_days and training.patience must be >= 0")
         _require(0.0 <= self.warmup_fraction < 1.0, "training.warmup_fraction must be in [0, 1)")
         _require(self.num_proc >= 1, "training.num_proc must be >= 1")
+        _require(self.deep_epochs is None or self.deep_epochs >= 1, "training.deep_epochs must be >= 1 or null")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,8 +442,10 @@ class NightlyConf:
         _require(self.train_weekday in (*WEEKDAYS, "daily"),
                  f"nightly.train_weekday must be a weekday or daily, got {self.train_weekday!r}")
         _require(self.train_days >= 1, "nightly.train_days must be >= 1")
-        _require(self.model is None or self.model in MODEL_NAMES,
-                 f"nightly.model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
+        if self.model is not None:
+            from pipeline.models.registry import MODELS
+
+            _require(self.model in MODELS, f"nightly.model must be one of {', '.join(MODELS)}, got {self.model!r}")
 
 
 @dataclass(frozen=True)
@@ -481,7 +468,7 @@ class Config:
     labels: LabelsConf = field(default_factory=LabelsConf)
     spark: SparkConf = field(default_factory=SparkConf)
     synth: SynthConf = field(default_factory=SynthConf)
-    model: ModelConf = field(default_factory=ModelConf)
+    model: ModelSpec = field(default_factory=ModelSpec)
     training: TrainingConf = field(default_factory=TrainingConf)
     fusion: FusionConf = field(default_factory=FusionConf)
     scoring: ScoringConf = field(default_factory=ScoringConf)

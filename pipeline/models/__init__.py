@@ -1,20 +1,18 @@
-"""Multi-task ranking networks (CTR, CVR, value), their objectives and loss weightings.
-
-Networks return logits; ``probabilities`` and ``task_losses`` turn them into estimates and
-losses, and a ``LossWeighting`` from ``make_weighting`` adds the losses up.
+"""Multi-task ranking models (CTR, CVR, value): networks that own their estimates and losses,
+the one registry of their names, and the loss weightings that add the losses up.
 """
-from pipeline.models.objectives import loss_names, probabilities, task_losses
+from pipeline.models.base import RankingModel, output_priors
 from pipeline.models.registry import MODELS, build_model
-from pipeline.models.spec import ModelSpec
+from pipeline.models.spec import Inputs, ModelSpec
 from pipeline.models.weighting import LossWeighting, make_weighting
 
 __all__ = [
     "MODELS",
+    "Inputs",
     "LossWeighting",
     "ModelSpec",
+    "RankingModel",
     "build_model",
-    "loss_names",
     "make_weighting",
-    "probabilities",
-    "task_losses",
+    "output_priors",
 ]

@@ -7,13 +7,17 @@ Shape notation: B batch, F categorical fields, N numeric features, H hidden dim.
 """
 from __future__ import annotations
 
+from typing import Mapping
+
+import torch
 from torch import Tensor, nn
 
+from pipeline.models.base import Batch, RankingModel, bce, value_loss
 from pipeline.models.modules import MLP, InformationTransfer, SharedInput, Tower
-from pipeline.models.spec import ModelSpec
+from pipeline.models.spec import Inputs, ModelSpec
 
 
-class AITM(nn.Module):
+class AITM(RankingModel):
     """Per-task encoders over shared embeddings, chained click -> conversion (-> value).
 
     Each task ``t`` encodes the shared input with its own MLP of ``spec.bottom_hidden`` into
@@ -22,21 +26,27 @@ class AITM(nn.Module):
     ``spec.tower_hidden`` turns each ``z_t`` into the task output. The optional value task comes
     last in the chain, since a value exists only after a conversion.
 
+    Losses: ``"ctr"`` and ``"ctcvr"`` BCE over all exposures (pCTCVR has its own logit),
+    ``"calibration"`` mean(relu(pCTCVR - pCTR)) since converting cannot be likelier than
+    clicking, and ``"value"`` as in every multi-task model.
+
     Args:
-        spec: model hyper-parameters (``cvr_mode`` is not used: AITM is entire-space).
+        spec: hyper-parameters (``cvr_mode`` is not used: AITM is entire-space).
+        inputs: the shape of the encoded input.
     """
 
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        self.outputs = ("ctr", "ctcvr", "value") if "value" in spec.tasks else ("ctr", "ctcvr")
-        self.input = SharedInput(spec.cardinalities, spec.embedding_dim, spec.num_numeric, spec.interaction)
+    name = "aitm"
+
+    def __init__(self, spec: ModelSpec, inputs: Inputs) -> None:
+        super().__init__(spec, inputs, ("ctr", "ctcvr", *(("value",) if "value" in spec.tasks else ())))
+        self.input = SharedInput(inputs.cardinalities, spec.embedding_dim, inputs.num_numeric, spec.interaction)
         self.encoders = nn.ModuleDict(
             {task: MLP(self.input.output_dim, spec.bottom_hidden, spec.dropout) for task in self.outputs})
         dim = self.encoders["ctr"].output_dim
         self.transfers = nn.ModuleDict({task: InformationTransfer(dim, spec.dropout) for task in self.outputs[1:]})
         self.towers = nn.ModuleDict({task: Tower(dim, spec.tower_hidden, spec.dropout) for task in self.outputs})
 
-    def forward(self, cat: Tensor, num: Tensor) -> dict[str, Tensor]:
+    def deep(self, cat: Tensor, num: Tensor) -> dict[str, Tensor]:
         """Run the task chain.
 
         Args:
@@ -57,6 +67,14 @@ class AITM(nn.Module):
             previous = z
         return logits
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """The embedding table, the only layer all tasks share."""
-        return list(self.input.parameters())
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        return ("ctr", "ctcvr", "calibration", *(("value",) if "value" in self.outputs else ()))
+
+    def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        p = self.probabilities(logits)
+        out = {"ctr": bce(logits["ctr"], batch["click"]), "ctcvr": bce(logits["ctcvr"], batch["conversion"]),
+               "calibration": torch.relu(p["p_ctcvr"] - p["p_ctr"]).mean()}  # [B] -> scalar
+        if "value" in logits:
+            out["value"] = value_loss(logits["value"], batch)
+        return out

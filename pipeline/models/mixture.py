@@ -8,28 +8,30 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from pipeline.models.modules import Experts, ExtractionLayer, Gate, SharedInput, Tower, mix
-from pipeline.models.spec import ModelSpec
+from pipeline.models.shared_bottom import MultiTaskModel
+from pipeline.models.spec import Inputs, ModelSpec
 
 
-class MixtureOfExperts(nn.Module):
+class MixtureOfExperts(MultiTaskModel):
     """Shared experts mixed by one gate for all tasks (OMoE) or one gate per task (MMoE).
 
     Args:
-        spec: model hyper-parameters; one tower per task in ``spec.tasks``.
-        gate_per_task: MMoE when true, OMoE when false.
+        spec: hyper-parameters; one tower per task in ``spec.tasks``.
+        inputs: the shape of the encoded input.
     """
 
-    def __init__(self, spec: ModelSpec, gate_per_task: bool) -> None:
-        super().__init__()
-        self.outputs = spec.tasks
-        self.input = SharedInput(spec.cardinalities, spec.embedding_dim, spec.num_numeric, spec.interaction)
+    gate_per_task: bool
+
+    def __init__(self, spec: ModelSpec, inputs: Inputs) -> None:
+        super().__init__(spec, inputs)
+        self.input = SharedInput(inputs.cardinalities, spec.embedding_dim, inputs.num_numeric, spec.interaction)
         self.experts = Experts(spec.num_experts, self.input.output_dim, spec.expert_hidden, spec.dropout)
         self.gates = nn.ModuleList(
-            Gate(self.input.output_dim, spec.num_experts) for _ in (self.outputs if gate_per_task else [None]))
+            Gate(self.input.output_dim, spec.num_experts) for _ in (self.outputs if self.gate_per_task else [None]))
         self.towers = nn.ModuleDict(
             {task: Tower(self.experts.output_dim, spec.tower_hidden, spec.dropout) for task in self.outputs})
 
-    def forward(self, cat: Tensor, num: Tensor) -> dict[str, Tensor]:
+    def deep(self, cat: Tensor, num: Tensor) -> dict[str, Tensor]:
         """Mix the experts for each task, then apply the towers.
 
         Args:
@@ -51,17 +53,33 @@ class MixtureOfExperts(nn.Module):
         return self.experts.last_layer_parameters()
 
 
-class PLE(nn.Module):
+class OMoE(MixtureOfExperts):
+    """One-gate mixture of experts: every task reads the same mixture."""
+
+    name = "omoe"
+    gate_per_task = False
+
+
+class MMoE(MixtureOfExperts):
+    """Multi-gate mixture of experts (Ma et al., KDD 2018): a gate per task."""
+
+    name = "mmoe"
+    gate_per_task = True
+
+
+class PLE(MultiTaskModel):
     """Progressive Layered Extraction: ``spec.ple_layers`` stacked CGC layers, then towers.
 
     Args:
-        spec: model hyper-parameters; one tower per task in ``spec.tasks``.
+        spec: hyper-parameters; one tower per task in ``spec.tasks``.
+        inputs: the shape of the encoded input.
     """
 
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__()
-        self.outputs = spec.tasks
-        self.input = SharedInput(spec.cardinalities, spec.embedding_dim, spec.num_numeric, spec.interaction)
+    name = "ple"
+
+    def __init__(self, spec: ModelSpec, inputs: Inputs) -> None:
+        super().__init__(spec, inputs)
+        self.input = SharedInput(inputs.cardinalities, spec.embedding_dim, inputs.num_numeric, spec.interaction)
         layers = []
         input_dim = self.input.output_dim
         for index in range(spec.ple_layers):
@@ -80,7 +98,7 @@ class PLE(nn.Module):
         self.towers = nn.ModuleDict(
             {task: Tower(input_dim, spec.tower_hidden, spec.dropout) for task in self.outputs})
 
-    def forward(self, cat: Tensor, num: Tensor) -> dict[str, Tensor]:
+    def deep(self, cat: Tensor, num: Tensor) -> dict[str, Tensor]:
         """Run the extraction layers, then the towers.
 
         Args:

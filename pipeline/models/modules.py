@@ -50,6 +50,29 @@ class FusedEmbedding(nn.Module):
         return self.embedding(ids + self.offsets)  # [B, F] + [F] -> [B, F] -> [B, F, D]
 
 
+class Wide(nn.Module):
+    """A linear model per output over one-hot categorical ids and the numerics (the wide part of
+    wide & deep, Cheng et al., DLRS 2016): one weight per field value and output, starting at 0.
+
+    Args:
+        cardinalities: vocabulary size of each categorical feature, including id 0.
+        num_numeric: N (may be 0).
+        num_outputs: O.
+    """
+
+    def __init__(self, cardinalities: Sequence[int], num_numeric: int, num_outputs: int) -> None:
+        super().__init__()
+        self.weights = FusedEmbedding(cardinalities, num_outputs, init_std=0.0)
+        self.linear = nn.Linear(num_numeric, num_outputs)  # the numerics' weights and the biases
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.output_dim = num_outputs
+
+    def forward(self, cat: Tensor, num: Tensor) -> Tensor:
+        """[B, O] logits from ``cat`` [B, F] ids and ``num`` [B, N]."""
+        return self.weights(cat).sum(dim=1) + self.linear(num)  # [B, F, O] -> [B, O]
+
+
 class PairwiseInteraction(nn.Module):
     """Factorization-machine second-order term: the sum of all pairwise field products.
 

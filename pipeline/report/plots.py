@@ -95,13 +95,13 @@ def label_rates_plot(rates: pd.DataFrame) -> str:
     return to_png(figure)
 
 
-def best_epoch(history: Sequence[Mapping]) -> int:
-    """The epoch with the lowest summed validation loss (the one training keeps)."""
-    return min(history, key=lambda row: sum(row["validation"].values()))["epoch"]
+def best_epoch(history: Sequence[Mapping]) -> float:
+    """When the validation score was lowest (the weights training keeps), in epochs."""
+    return min(history, key=lambda row: row["score"])["epoch"]
 
 
 def loss_curves_plot(histories: Mapping[str, Sequence[Mapping]]) -> str:
-    """Train (solid) and validation (dashed) loss per epoch and loss key, one panel per model.
+    """Train (solid) and validation (dashed) loss per validation and loss key, one panel per model.
 
     Args:
         histories: panel title (model type and id, may span lines) -> the artifact's ``history.json`` rows.
@@ -116,7 +116,6 @@ def loss_curves_plot(histories: Mapping[str, Sequence[Mapping]]) -> str:
             ax.plot(epochs, [row["validation"][key] for row in history], marker="s", linestyle="--",
                     color=color, label=f"{key} validation")
         ax.axvline(best_epoch(history), color="gray", linestyle=":", label="best epoch")
-        ax.set_xticks(epochs)
         ax.set(xlabel="epoch", ylabel="loss")
         ax.set_title(title, fontsize="small")
         ax.legend(fontsize="x-small")

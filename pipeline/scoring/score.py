@@ -47,7 +47,6 @@ from pipeline.config import Config, FusionConf, to_dict
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, encode
 from pipeline.io import delta
-from pipeline.models import probabilities
 from pipeline.scoring import fusion
 from pipeline.scoring.learned import LearnedFusion, train_learned
 from pipeline.training.artifacts import LoadedModel, load_artifact
@@ -146,10 +145,7 @@ def model_outputs(model: LoadedModel) -> tuple[str, ...]:
     Raises:
         PipelineError: a model without both a CTR and a CVR estimate (a single-task model).
     """
-    cat = torch.zeros((1, len(model.encoders.categorical)), dtype=torch.long)  # [1, F]
-    num = torch.zeros((1, len(model.encoders.numeric)), dtype=torch.float32)  # [1, N]
-    with torch.no_grad():
-        has = probabilities(model.name, model.network(cat, num), model.spec)
+    has = model.network.estimates
     if not {"p_ctr", "p_cvr"} <= set(has):
         raise PipelineError(f"model {model.model_id} ({model.name}) estimates only {sorted(has)}; "
                             f"scores need p_ctr and p_cvr (a multi-task model such as esmm)")
@@ -242,7 +238,7 @@ def predict_arrays(model: LoadedModel, cat: np.ndarray, num: np.ndarray, batch_s
     for start in range(0, len(cat), batch_size):
         logits = model.network(torch.from_numpy(cat[start:start + batch_size]),
                                torch.from_numpy(num[start:start + batch_size]))
-        for name, value in probabilities(model.name, logits, model.spec).items():  # [B] each
+        for name, value in model.network.probabilities(logits).items():  # [B] each
             parts.setdefault(name, []).append(value.double().numpy())
     out = {name: np.concatenate(chunks) for name, chunks in parts.items()}
     if "p_ctr" in out and "p_cvr" in out:

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import LabelsConf, SynthConf
-from pipeline.synth.world import AGES, DEVICE_SHARE, DEVICES, GENDERS, World, ctr_logit, cvr_logit, sigmoid
+from pipeline.synth.world import (
+    AGES, DEVICE_SHARE, DEVICES, GENDERS, World, ctr_logit, cvr_logit, present_weights, sigmoid)
 
 DAY_MS = 86_400_000
 SECOND_MS = 1_000
@@ -53,14 +54,15 @@ def simulate_day(world: World, conf: SynthConf, labels: LabelsConf, day: dt.date
 
     # Requests [R]: a user on a device at a time of day.
     request_ts = day_start_ms + np.sort(rng.integers(0, DAY_MS // SECOND_MS, num_requests)) * SECOND_MS
-    request_user = rng.choice(len(world.user_weight), num_requests, p=world.user_weight)
+    request_user = rng.choice(len(world.user_weight), num_requests,
+                              p=present_weights(world.user_weight, world.user_arrival, day_index))
     request_device = rng.choice(len(DEVICES), num_requests, p=DEVICE_SHARE)
 
     # Exposures [N]: each request shows `slots` items at positions 1..slots.
     request_of = np.arange(n) // slots
     positions = np.arange(n) % slots
     users, devices = request_user[request_of], request_device[request_of]
-    items = rng.choice(len(world.item_weight), n, p=world.item_weight)
+    items = rng.choice(len(world.item_weight), n, p=present_weights(world.item_weight, world.item_arrival, day_index))
     exposure_ts = request_ts[request_of]
     impression_no = day_index * n + np.arange(n)
     p_ctr = sigmoid(ctr_logit(world, users, items, positions, devices))

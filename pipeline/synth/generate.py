@@ -13,6 +13,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from pipeline.dates import date_range
 from pipeline.errors import PipelineError
 from pipeline.logs.schema import SOURCES
 from pipeline.synth import dirt, writer
-from pipeline.synth.events import TS_MS, simulate_day
+from pipeline.synth.events import TS_MS, DayEvents, simulate_day
 from pipeline.synth.world import make_world
 
 MANIFEST = "_manifest.json"  # "_" keeps Parquet and Spark readers of the truth folder off it
@@ -53,23 +54,19 @@ def generate(cfg: Config, progress: bool = True) -> GenerateSummary:
     conf = cfg.synth
     if cfg.raw.format not in ("json", "parquet"):
         raise PipelineError(f"pipeline generate writes json or parquet, not raw.format={cfg.raw.format}")
-    world_seed, day_seed, children_seed = np.random.SeedSequence(conf.seed).spawn(3)
-    world = make_world(conf, np.random.default_rng(world_seed))
-    days = date_range(conf.start_date, conf.start_date + dt.timedelta(days=conf.days - 1))
-    day_rngs = [np.random.default_rng(s) for s in day_seed.spawn(len(days))]
     for path in [cfg.raw_path(s) for s in SOURCES] + [cfg.truth_path]:
         writer.prepare_folder(path)
 
     counts: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
     children: dict[str, list[pd.DataFrame]] = defaultdict(list)
-    for day_index, day in enumerate(tqdm(days, desc="generate", unit="day", disable=not progress)):
-        rng = day_rngs[day_index]
-        events = simulate_day(world, conf, cfg.labels, day, day_index, rng)
+    simulated = Simulation(cfg)
+    for day_index, (day, events, rng) in enumerate(tqdm(simulated, total=conf.days, desc="generate", unit="day",
+                                                         disable=not progress)):
         writer.write_truth(events.truth, cfg.truth_path, day)
         counts["exposures"].update(_write(cfg, "exposures", events.exposures, rng, tag=f"{day_index:04d}"))
         children["clicks"].append(events.clicks)
         children["conversions"].append(events.conversions)
-    children_rng = np.random.default_rng(children_seed)
+    children_rng = np.random.default_rng(simulated.children_seed)
     for source in ("clicks", "conversions"):
         counts[source] = _write(cfg, source, pd.concat(children[source], ignore_index=True), children_rng, tag="")
 
@@ -78,8 +75,26 @@ def generate(cfg: Config, progress: bool = True) -> GenerateSummary:
     clean = {s: sum(c.get(dirt.CLEAN, 0) for c in counts[s].values()) for s in SOURCES}
     return GenerateSummary(exposures=clean["exposures"], clicks=clean["clicks"],
                            conversions=clean["conversions"], lines=lines,
-                           dirty_lines=lines - sum(clean.values()), days=len(days),
+                           dirty_lines=lines - sum(clean.values()), days=conf.days,
                            seconds=time.time() - started)
+
+
+class Simulation:
+    """The clean events of every generated day, in order: ``(day, events, rng)``, where ``rng`` is
+    the day's generator, which writing the day's dirt goes on drawing from. Deterministic for
+    ``synth.seed``; ``children_seed`` seeds the dirt of clicks and conversions."""
+
+    def __init__(self, cfg: Config) -> None:
+        world_seed, self._day_seed, self.children_seed = np.random.SeedSequence(cfg.synth.seed).spawn(3)
+        self._cfg = cfg
+        self._world = make_world(cfg.synth, np.random.default_rng(world_seed))
+
+    def __iter__(self) -> Iterator[tuple[dt.date, DayEvents, np.random.Generator]]:
+        conf = self._cfg.synth
+        days = date_range(conf.start_date, conf.start_date + dt.timedelta(days=conf.days - 1))
+        for day_index, (day, seed) in enumerate(zip(days, self._day_seed.spawn(len(days)))):
+            rng = np.random.default_rng(seed)
+            yield day, simulate_day(self._world, conf, self._cfg.labels, day, day_index, rng), rng
 
 
 def _write(cfg: Config, source: str, records: pd.DataFrame, rng: np.random.Generator,

@@ -10,7 +10,12 @@ True logits are latent-factor affinities plus feature effects:
                 - s * (0.6 * clickbait_i + 0.5 * browsing_u)
 
 with s = ``synth.selection_bias`` and the CVR factors ``uv = r * uc + sqrt(1 - r^2) * noise`` (the
-same for items), r = ``synth.shared_interest``. Two forces make the clicked exposures a biased
+same for items), r = ``synth.shared_interest``. A negative r flips the sign for the items only
+(the user factors take |r|), so that the two affinities are anti-correlated: users tend not to buy
+what they like to click. Item popularity is Zipf-like with exponent ``synth.item_popularity_exponent``, user activity
+log-normal with spread ``synth.user_activity_sigma``; ``synth.affinity_scale`` is the standard
+deviation of the user x item affinities (how personal the preferences are); a ``synth.cold_share`` of users and of items
+first appears on the last generated day (cold ids for a test on that day). Two forces make the clicked exposures a biased
 sample of the entire space: users click what they like and like what they buy (shared interest,
 clicked exposures convert more often), while clickbait items and browsing users click more and
 buy less (clicked exposures convert less often). A CVR model trained on clicks alone learns from
@@ -58,6 +63,8 @@ class World:
     item_clickbait: np.ndarray    # [I]
     item_quality: np.ndarray      # [I]
     item_weight: np.ndarray       # [I] probability an item fills a slot
+    user_arrival: np.ndarray      # [U] index of the first day the user appears on
+    item_arrival: np.ndarray      # [I] index of the first day the item appears on
     category_ctr: np.ndarray      # [C]
     category_cvr: np.ndarray      # [C]
     brand_ctr: np.ndarray         # [B]
@@ -70,13 +77,14 @@ class World:
 def make_world(conf: SynthConf, rng: np.random.Generator) -> World:
     """Draws users, items and effects, then solves the two intercepts for the target rates."""
     u, i, k = conf.num_users, conf.num_items, conf.latent_dim
-    factor_scale = 1.0 / k ** 0.25  # <a, b> of two such vectors has standard deviation ~1
-    activity = rng.lognormal(0.0, 0.8, u)
+    # <a, b> of two such vectors has standard deviation ~synth.affinity_scale.
+    factor_scale = (conf.affinity_scale / k ** 0.5) ** 0.5
+    activity = rng.lognormal(0.0, conf.user_activity_sigma, u)
     user_ctr_factors = rng.normal(0, factor_scale, (u, k))
     item_ctr_factors = rng.normal(0, factor_scale, (i, k))
     world = World(
         user_ctr_factors=user_ctr_factors,
-        user_cvr_factors=_correlated(user_ctr_factors, conf.shared_interest, factor_scale, rng),
+        user_cvr_factors=_correlated(user_ctr_factors, abs(conf.shared_interest), factor_scale, rng),
         user_bias=rng.normal(0, 0.4, u),
         user_browsing=rng.normal(0, 1, u),
         user_age=np.where(rng.random(u) < MISSING_AGE_RATE, -1, rng.integers(0, len(AGES), u)),
@@ -90,7 +98,9 @@ def make_world(conf: SynthConf, rng: np.random.Generator) -> World:
         item_price=np.round(rng.lognormal(3.2, 0.8, i), 2),
         item_clickbait=rng.normal(0, 1, i),
         item_quality=rng.normal(0, 0.5, i),
-        item_weight=_zipf_weights(i, rng),
+        item_weight=_zipf_weights(i, conf.item_popularity_exponent, rng),
+        user_arrival=np.zeros(u, dtype=int),
+        item_arrival=np.zeros(i, dtype=int),
         category_ctr=rng.normal(0, 0.4, conf.num_categories),
         category_cvr=rng.normal(0, 0.4, conf.num_categories),
         brand_ctr=rng.normal(0, 0.3, conf.num_brands),
@@ -105,7 +115,20 @@ def make_world(conf: SynthConf, rng: np.random.Generator) -> World:
     b_ctr = _solve_intercept(ctr_z, np.ones_like(ctr_z), conf.ctr)
     cvr_z = cvr_logit(world, users, items)
     b_cvr = _solve_intercept(cvr_z, sigmoid(b_ctr + ctr_z), conf.cvr)
-    return replace(world, b_ctr=b_ctr, b_cvr=b_cvr)
+    world = replace(world, b_ctr=b_ctr, b_cvr=b_cvr)
+    if conf.cold_share > 0:  # drawn last, so that the world above is the same with or without
+        last_day = conf.days - 1
+        world = replace(world, user_arrival=np.where(rng.random(u) < conf.cold_share, last_day, 0),
+                        item_arrival=np.where(rng.random(i) < conf.cold_share, last_day, 0))
+    return world
+
+
+def present_weights(weights: np.ndarray, arrival: np.ndarray, day_index: int) -> np.ndarray:
+    """``weights`` [U or I] of the entities that have appeared by day ``day_index``, renormalized."""
+    if (arrival <= day_index).all():
+        return weights
+    present = np.where(arrival <= day_index, weights, 0.0)
+    return present / present.sum()
 
 
 def ctr_logit(world: World, users: np.ndarray, items: np.ndarray, positions: np.ndarray,
@@ -147,8 +170,8 @@ def _log_price_z(price: np.ndarray) -> np.ndarray:
     return (np.log(price) - 3.2) / 0.8
 
 
-def _zipf_weights(n: int, rng: np.random.Generator) -> np.ndarray:
-    weights = 1.0 / (np.arange(n) + 10.0) ** 0.8
+def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    weights = 1.0 / (np.arange(n) + 10.0) ** exponent
     weights = rng.permutation(weights)
     return weights / weights.sum()
 

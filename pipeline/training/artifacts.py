@@ -1,7 +1,7 @@
 """Model artifacts and the ``models`` registry.
 
 A model directory (``<storage.artifacts>/<model_id>/``) holds ``weights.pt`` (a state dict, loaded
-with ``weights_only=True``), ``model.json`` (name and spec), ``encoders.json``, ``metrics.json``,
+with ``weights_only=True``), ``model.json`` (spec and input shape), ``encoders.json``, ``metrics.json``,
 ``history.json`` (per-epoch losses) and ``config.yaml`` (the effective conf of the run).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pipeline.config import Config, to_dict
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders
 from pipeline.io import delta
-from pipeline.models import ModelSpec, build_model
+from pipeline.models import Inputs, ModelSpec, RankingModel, build_model
 
 MODELS_SCHEMA = StructType([
     StructField("model_id", StringType()), StructField("model_type", StringType()),
@@ -35,17 +35,20 @@ MODELS_SCHEMA = StructType([
 @dataclass(frozen=True)
 class LoadedModel:
     model_id: str
-    name: str
-    spec: ModelSpec
     encoders: Encoders
-    network: torch.nn.Module
+    network: RankingModel
+
+    @property
+    def name(self) -> str:
+        return self.network.spec.name
 
 
-def save_artifact(directory: str, *, name: str, spec: ModelSpec, network: torch.nn.Module,
+def save_artifact(directory: str, *, spec: ModelSpec, inputs: Inputs, network: torch.nn.Module,
                   encoders: Encoders, metrics: dict, history: list, cfg: Config) -> None:
     os.makedirs(directory, exist_ok=True)
     torch.save(network.state_dict(), os.path.join(directory, "weights.pt"))
-    _write(directory, "model.json", json.dumps({"name": name, "spec": dataclasses.asdict(spec)}, indent=1))
+    _write(directory, "model.json", json.dumps({"spec": dataclasses.asdict(spec), "inputs": dataclasses.asdict(inputs)},
+                                               indent=1))
     _write(directory, "encoders.json", encoders.to_json())
     write_metrics(directory, metrics)
     _write(directory, "history.json", json.dumps(history, indent=1, default=float))
@@ -65,12 +68,13 @@ def load_artifact(directory: str) -> LoadedModel:
         described = json.load(fh)
     with open(os.path.join(directory, "encoders.json"), encoding="utf-8") as fh:
         encoders = Encoders.from_json(fh.read())
-    spec = ModelSpec(**described["spec"])
-    network = build_model(described["name"], spec)
+    if "inputs" not in described:
+        raise PipelineError(f"{directory} was written by an earlier version of mtrank (model.json has no inputs); "
+                            f"train the model again")
+    network = build_model(ModelSpec(**described["spec"]), Inputs(**described["inputs"]))
     network.load_state_dict(torch.load(os.path.join(directory, "weights.pt"), weights_only=True))
     network.eval()
-    return LoadedModel(model_id=os.path.basename(directory.rstrip("/")), name=described["name"], spec=spec,
-                       encoders=encoders, network=network)
+    return LoadedModel(model_id=os.path.basename(directory.rstrip("/")), encoders=encoders, network=network)
 
 
 def register_model(spark: SparkSession, cfg: Config, *, model_id: str, name: str, train_start: dt.date,

@@ -6,7 +6,7 @@ Shape notation: N rows, F categorical features, M numeric features.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from pipeline.data import Columns, read_batches, snapshot_files
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders, encode, fit_encoders
 from pipeline.io import delta
+from pipeline.models import output_priors
 
 KEYS = ("impression_id", "user_id")
 LABELS = ("click", "conversion", "conversion_value")
@@ -46,6 +47,7 @@ class TrainingSet:
     version: int
     split: Split
     encoders: Encoders
+    priors: dict[str, float] = field(default_factory=dict)  # initial output biases (``output_priors``)
 
 
 def split_dates(start: dt.date, end: dt.date, validation_days: int, test_days: int) -> Split:
@@ -69,12 +71,20 @@ def build_training_set(spark: SparkSession, cfg: Config, split: Split) -> Traini
     """
     samples = delta.read_table(spark, cfg.table_path("samples")).where(F.col("dt").isin(list(split.all)))
     _check_days(samples, split, cfg.training.final_only)
-    encoders = fit_encoders(samples.where(F.col("dt").isin(list(split.train))), cfg.features)
+    train = samples.where(F.col("dt").isin(list(split.train)))
+    encoders = fit_encoders(train, cfg.features)
     encoded = encode(samples, encoders, keep=(*KEYS, *LABELS, "dt"))
     path = cfg.table_path("training_set")
     version = delta.replace_partitions(encoded, path, split.all)
     delta.register_table(spark, cfg.storage.database, "training_set", path)
-    return TrainingSet(path=path, version=version, split=split, encoders=encoders)
+    return TrainingSet(path=path, version=version, split=split, encoders=encoders, priors=label_priors(train))
+
+
+def label_priors(samples: DataFrame) -> dict[str, float]:
+    """The models' initial output biases from the label rates of ``samples`` (one aggregate)."""
+    row = samples.agg(F.mean("click").alias("click"), F.mean("conversion").alias("conversion"),
+                      F.mean(F.when(F.col("conversion") == 1, F.log1p("conversion_value"))).alias("log_value")).first()
+    return output_priors(row["click"] or 0.0, row["conversion"] or 0.0, row["log_value"] or 0.0)
 
 
 def _check_days(samples: DataFrame, split: Split, final_only: bool) -> None:

@@ -29,11 +29,12 @@ class SingleProcess:
         """Sums of ``values`` over the ranks (here: ``values``)."""
         return dict(values)
 
-    def distributed(self, optimizer: torch.optim.Optimizer, model: nn.Module, *extra: nn.Module):
+    def distributed(self, optimizer: torch.optim.Optimizer, *modules: nn.Module):
+        """``optimizer`` (over parameters of ``modules``), averaging gradients over the ranks."""
         return optimizer
 
-    def sync(self, optimizer: torch.optim.Optimizer, *modules: nn.Module) -> None:
-        """Gives every rank rank 0's weights and optimizer state (here: nothing to do)."""
+    def sync(self, modules: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        """Gives every rank rank 0's weights and optimizer states (here: nothing to do)."""
 
     def join(self) -> None:
         """Waits for the ranks still stepping (here: none)."""
@@ -55,17 +56,19 @@ class HorovodRanks(SingleProcess):
         total = self.hvd.allreduce(tensor, op=self.hvd.Sum, name="loop.sum")  # Horovod: collective
         return dict(zip(names, total.tolist()))
 
-    def distributed(self, optimizer: torch.optim.Optimizer, model: nn.Module, *extra: nn.Module):
-        named = [(f"m{i}.{name}", p) for i, module in enumerate((model, *extra))
-                 for name, p in module.named_parameters()]
-        # Horovod: gradients are averaged over the ranks at every step.
+    def distributed(self, optimizer: torch.optim.Optimizer, *modules: nn.Module):
+        names = {id(p): f"m{i}.{name}" for i, module in enumerate(modules) for name, p in module.named_parameters()}
+        named = [(names[id(p)], p) for group in optimizer.param_groups for p in group["params"]]
+        # Horovod: gradients are averaged over the ranks at every step (one wrapper per optimizer,
+        # each over its own parameters).
         return self.hvd.DistributedOptimizer(optimizer, named_parameters=named)
 
-    def sync(self, optimizer: torch.optim.Optimizer, *modules: nn.Module) -> None:
+    def sync(self, modules: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optimizer]) -> None:
         for module in modules:
             # Horovod: rank 0's weights everywhere (at the start, after a resume, after join).
             self.hvd.broadcast_parameters(module.state_dict(), root_rank=0)
-        self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)  # Horovod: same optimizer state
+        for optimizer in optimizers:
+            self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)  # Horovod: same optimizer state
 
     def join(self) -> None:
         # Horovod: a rank out of batches contributes zeros until the others finish theirs, so

@@ -9,26 +9,24 @@ trained on clicks only.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
-
+from pipeline.models import RankingModel
 from pipeline.training import metrics as m
 
 Batch = dict[str, torch.Tensor]
 
 
 @torch.no_grad()
-def predict(model: nn.Module, probabilities: Callable[[dict], dict[str, torch.Tensor]],
-            batches: Iterable[Batch]) -> dict[str, np.ndarray]:
-    """Concatenated ``p_*`` outputs [N] over ``batches`` (in order), in eval mode."""
+def predict(model: RankingModel, batches: Iterable[Batch]) -> dict[str, np.ndarray]:
+    """Concatenated ``p_*`` estimates [N] over ``batches`` (in order), in eval mode."""
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
     for batch in batches:
-        for name, value in probabilities(model(batch["cat"], batch["num"])).items():
+        for name, value in model.probabilities(model(batch["cat"], batch["num"])).items():
             parts.setdefault(name, []).append(value.float().numpy())
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 

@@ -1,9 +1,10 @@
-"""The training loop for one process: AdamW, warm-up + cosine schedule, early stopping on the
-validation days, a checkpoint per epoch and resume from it, deterministic under a seed.
+"""The training loop for one process: warm-up + cosine schedule, validation several times per
+epoch with early stopping on the tasks' normalized validation loss, a checkpoint per epoch and
+resume from it, deterministic under a seed.
 
-A checkpoint holds tensors and plain values only (model, optimizer, scheduler, loss weighting,
-torch RNG state, epoch, step, best weights, history), so it loads with ``weights_only=True``.
-Batch order depends on (seed, epoch) alone, so a resumed run repeats an uninterrupted one.
+A checkpoint holds tensors and plain values only (model, optimizers, loss weighting, torch RNG
+state, epoch, step, best weights, history), so it loads with ``weights_only=True``. Batch order
+depends on (seed, epoch) alone, so a resumed run repeats an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import TrainingConf
+from pipeline.models import LossWeighting, RankingModel
 from pipeline.training.distributed import SingleProcess
 
 CHECKPOINT = "checkpoint.pt"
@@ -26,18 +28,10 @@ Batch = dict[str, torch.Tensor]
 
 
 @dataclass
-class Objective:
-    """How a model is trained: its per-task losses and how they are weighted."""
-
-    losses: Callable[[dict[str, torch.Tensor], Batch], dict[str, torch.Tensor]]
-    weighting: nn.Module  # exposes total(losses, shared_params) and weights()
-
-
-@dataclass
 class TrainResult:
-    best_epoch: int
-    epochs_run: int
-    history: list[dict] = field(default_factory=list)  # one dict per epoch
+    best_epoch: float     # when the kept weights were validated, in epochs (1.5: half-way through epoch 2)
+    epochs_run: int       # epochs started (the last may have stopped early)
+    history: list[dict] = field(default_factory=list)  # one dict per validation
     samples_per_second: float = 0.0
 
 
@@ -52,81 +46,122 @@ def lr_factor(step: int, total_steps: int, conf: TrainingConf) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def fit(model: nn.Module, objective: Objective, train: Callable[[int], Iterable[Batch]],
+def validation_points(steps: int, per_epoch: int) -> set[int]:
+    """Steps within an epoch (1-based, all < ``steps``) after which to validate besides its end:
+    ``per_epoch - 1`` of them, evenly spaced."""
+    return {round(k * steps / per_epoch) for k in range(1, per_epoch)} - {0, steps}
+
+
+def make_optimizers(model: RankingModel, weighting: LossWeighting, conf: TrainingConf,
+                    size: int) -> dict[str, torch.optim.Optimizer]:
+    """AdamW for the dense layers (and a learned loss weighting); for the embedding tables
+    row-wise Adagrad, whose update of a row the batch did not touch is exactly zero (Adam's
+    momentum and AdamW's decay would keep moving it). Learning rates scale with the ranks.
+    Each parameter group says whether it belongs to the wide part (``"wide"``)."""
+    wide = {id(p) for p in (model.wide.parameters() if model.wide is not None else [])}
+    embeddings = {id(p) for p in model.embedding_parameters()}
+    dense = [p for p in model.parameters() if id(p) not in embeddings] + list(weighting.parameters())
+
+    def groups(params, lr, **options):
+        parts = [[p for p in params if (id(p) in wide) == is_wide] for is_wide in (False, True)]
+        return [{"params": part, "lr": lr * size, "wide": is_wide, **options}
+                for part, is_wide in zip(parts, (False, True)) if part]
+
+    optimizers = {"dense": torch.optim.AdamW(groups(dense, conf.learning_rate, weight_decay=conf.weight_decay))}
+    if embeddings:
+        optimizers["embedding"] = torch.optim.Adagrad(
+            groups(model.embedding_parameters(), conf.embedding_learning_rate))
+    return optimizers
+
+
+def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], Iterable[Batch]],
         validation: Callable[[], Iterable[Batch]], steps_per_epoch: int, conf: TrainingConf, *,
-        checkpoint_dir: Optional[str] = None, stop_after_epoch: Optional[int] = None,
-        progress: bool = True, ranks: SingleProcess = SingleProcess()) -> TrainResult:
-    """Trains ``model`` in place and leaves it with the weights of its best validation epoch.
+        min_steps_per_epoch: Optional[int] = None, checkpoint_dir: Optional[str] = None,
+        stop_after_epoch: Optional[int] = None, progress: bool = True,
+        ranks: SingleProcess = SingleProcess()) -> TrainResult:
+    """Trains ``model`` in place and leaves it with the weights of its best validation.
+
+    The deep part (every parameter outside ``model.wide``) trains for ``training.deep_epochs``
+    epochs; later epochs train the wide part alone. Id embeddings and the layers over them
+    memorise their rows from the second pass on (the one-epoch phenomenon of deep CTR models,
+    Zhang et al., CIKM 2022), while a linear model over the same ids still improves.
+
+    Validates ``training.validations_per_epoch`` times per epoch; the score is the sum over the
+    model's estimates of the validation log loss divided by that of the base rate (normalized
+    entropy), so every task counts the same whatever its positive rate. Training stops after
+    ``training.patience`` validations without improvement.
 
     With several ranks every rank calls ``fit`` on its own shard: gradients are averaged at every
-    step, the learning rate is scaled by the number of ranks, losses are summed over the ranks
-    (so every rank takes the same early-stopping decision) and rank 0 alone writes checkpoints.
+    step, the learning rates are scaled by the number of ranks, validation sums are summed over the
+    ranks (so every rank takes the same decisions) and rank 0 alone writes checkpoints.
 
     Args:
-        model: the network; ``model(cat, num)`` returns a dict of logits.
-        objective: per-task losses and their weighting.
+        model: the network.
+        weighting: adds the model's losses up.
         train: ``train(epoch)`` yields this rank's batches of the epoch (order fixed by the epoch).
         validation: yields this rank's validation batches.
         steps_per_epoch: the most batches any rank has in an epoch (for the schedule).
         conf: the ``training`` section.
+        min_steps_per_epoch: the fewest batches any rank has (mid-epoch validations happen
+            before it, so that every rank takes part); default ``steps_per_epoch``.
         checkpoint_dir: where ``checkpoint.pt`` is written after every epoch and resumed from.
         stop_after_epoch: stop after this epoch as if killed (tests of resume).
         progress: show a progress bar (rank 0).
         ranks: the process group (``SingleProcess`` or ``HorovodRanks``).
     """
     torch.manual_seed(conf.seed)
-    params = list(model.parameters()) + list(objective.weighting.parameters())
-    optimizer = torch.optim.AdamW(params, lr=conf.learning_rate * ranks.size, weight_decay=conf.weight_decay)
-    optimizer = ranks.distributed(optimizer, model, objective.weighting)
+    optimizers = {name: ranks.distributed(optimizer, model, weighting)
+                  for name, optimizer in make_optimizers(model, weighting, conf, ranks.size).items()}
+    base_lrs = {name: [group["lr"] for group in opt.param_groups] for name, opt in optimizers.items()}
     total_steps = steps_per_epoch * conf.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, conf))
-    state = {"epoch": 0, "step": 0, "best_loss": math.inf, "best_epoch": 0, "stale": 0, "history": [],
+    points = validation_points(min_steps_per_epoch or steps_per_epoch, conf.validations_per_epoch)
+    state = {"epoch": 0, "step": 0, "best_score": math.inf, "best_epoch": 0.0, "stale": 0, "history": [],
              "best_model": copy.deepcopy(model.state_dict())}
     path = os.path.join(checkpoint_dir, CHECKPOINT) if checkpoint_dir else None
     if path and os.path.exists(path):
-        state = _restore(path, model, optimizer, scheduler, objective.weighting)
+        state = _restore(path, model, optimizers, weighting)
 
+    # Without a wide part nothing trains once the deep part is done.
+    epochs = conf.epochs if model.wide is not None else min(conf.epochs, conf.deep_epochs or conf.epochs)
     samples, seconds = 0, 0.0
-    while state["epoch"] < conf.epochs and state["stale"] <= conf.patience:
+    while state["epoch"] < epochs and state["stale"] <= conf.patience:
         epoch = state["epoch"] + 1
-        ranks.sync(optimizer, model, objective.weighting)
+        deep_done = conf.deep_epochs is not None and epoch > conf.deep_epochs
+        ranks.sync((model, weighting), list(optimizers.values()))
         model.train()
-        started, sums = time.perf_counter(), _zeros(objective)
+        started, sums = time.perf_counter(), _zeros(weighting)
         bar = tqdm(train(epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{conf.epochs}",
                    unit="batch", disable=not progress or ranks.rank != 0, leave=False)
-        for batch in bar:
-            losses = objective.losses(model(batch["cat"], batch["num"]), batch)
-            total = objective.weighting.total(losses, model.shared_parameters())
-            optimizer.zero_grad()  # set_to_none by default (the Horovod wrapper takes no argument)
+        for step_in_epoch, batch in enumerate(bar, start=1):
+            losses = model.losses(model(batch["cat"], batch["num"]), batch)
+            total = weighting.total(losses, model.shared_parameters())
+            for name, optimizer in optimizers.items():
+                optimizer.zero_grad()  # set_to_none by default (the Horovod wrapper takes no argument)
+                for group, lr in zip(optimizer.param_groups, base_lrs[name]):
+                    frozen = deep_done and not group["wide"]
+                    group["lr"] = 0.0 if frozen else lr * lr_factor(state["step"], total_steps, conf)
             total.backward()
-            optimizer.step()
-            scheduler.step()
+            for optimizer in optimizers.values():
+                optimizer.step()
             state["step"] += 1
             _accumulate(sums, losses, len(batch["click"]))
-            bar.set_postfix({k: f"{v / sums['rows']:.4f}" for k, v in sums.items() if k != "rows"}, refresh=False)
+            if step_in_epoch in points:
+                counted = _validate(model, weighting, validation, sums, epoch - 1 + step_in_epoch / steps_per_epoch,
+                                    time.perf_counter() - started, state, ranks)
+                samples, seconds = samples + counted[0], seconds + counted[1]
+                started, sums = time.perf_counter(), _zeros(weighting)
+                if state["stale"] > conf.patience:
+                    break
         ranks.join()
         # The schedule counts steps of the longest shard on every rank, so resumes agree.
         state["step"] = epoch * steps_per_epoch
-        scheduler.last_epoch = state["step"]
-        elapsed = time.perf_counter() - started
-        sums = ranks.sum(sums)
-        count = sums.pop("rows")
-        samples, seconds = samples + count, seconds + elapsed
-        valid = evaluate_losses(model, objective, validation(), ranks)
-        row = {"epoch": epoch, "lr": scheduler.get_last_lr()[0], "seconds": elapsed,
-               "samples_per_second": count / elapsed if elapsed else 0.0,
-               "train": {k: v / max(count, 1) for k, v in sums.items()}, "validation": valid,
-               "weights": dict(objective.weighting.weights())}
-        state["history"].append(row)
-        valid_loss = sum(valid.values())
-        if valid_loss < state["best_loss"] - 1e-6:
-            state.update(best_loss=valid_loss, best_epoch=epoch, stale=0,
-                         best_model=copy.deepcopy(model.state_dict()))
-        else:
-            state["stale"] += 1
+        if state["stale"] <= conf.patience:
+            counted = _validate(model, weighting, validation, sums, float(epoch), time.perf_counter() - started,
+                                state, ranks)
+            samples, seconds = samples + counted[0], seconds + counted[1]
         state["epoch"] = epoch
         if path and ranks.rank == 0:
-            _save(path, state, model, optimizer, scheduler, objective.weighting)
+            _save(path, state, model, optimizers, weighting)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     model.load_state_dict(state["best_model"])
@@ -134,47 +169,111 @@ def fit(model: nn.Module, objective: Objective, train: Callable[[int], Iterable[
                        samples_per_second=samples / seconds if seconds else 0.0)
 
 
-def _zeros(objective: Objective) -> dict[str, float]:
+def _validate(model: RankingModel, weighting: LossWeighting, validation: Callable[[], Iterable[Batch]],
+              sums: dict[str, float], epoch: float, elapsed: float, state: dict,
+              ranks: SingleProcess) -> tuple[float, float]:
+    """Validates, appends the history row, keeps the best weights; returns (train rows, seconds)
+    since the previous validation."""
+    sums = ranks.sum(sums)
+    count = sums.pop("rows")
+    losses, scores = validation_scores(model, validation(), ranks)
+    score = sum(scores.values())
+    state["history"].append({
+        "epoch": round(epoch, 2), "step": state["step"], "seconds": elapsed,
+        "samples_per_second": count / elapsed if elapsed else 0.0,
+        "train": {k: v / max(count, 1) for k, v in sums.items()}, "validation": losses,
+        "normalized_entropy": scores, "score": score, "weights": dict(weighting.weights())})
+    if score < state["best_score"] - 1e-6:
+        state.update(best_score=score, best_epoch=round(epoch, 2), stale=0,
+                     best_model=copy.deepcopy(model.state_dict()))
+    else:
+        state["stale"] += 1
+    return count, elapsed
+
+
+def _zeros(weighting: LossWeighting) -> dict[str, float]:
     """Row count and loss sums at zero: the same keys on every rank, even one with no batch."""
-    return dict.fromkeys(("rows", *objective.weighting.task_names), 0.0)
+    return dict.fromkeys(("rows", *weighting.task_names), 0.0)
 
 
-def _accumulate(sums: dict[str, float], losses: dict[str, torch.Tensor], rows: int) -> None:
+def _accumulate(sums: dict[str, float], losses: Mapping[str, torch.Tensor], rows: int) -> None:
     """Adds a batch's row-weighted losses and its row count to ``sums``."""
-    sums["rows"] = sums.get("rows", 0.0) + rows
+    sums["rows"] += rows
     for name, value in losses.items():
-        sums[name] = sums.get(name, 0.0) + float(value.detach()) * rows
+        sums[name] += float(value.detach()) * rows
+
+
+# Which labels, on which rows, each estimate is scored against: (label, rows mask or None).
+SCORED = {"p_ctr": ("click", None), "p_ctcvr": ("conversion", None), "p_cvr": ("conversion", "click")}
 
 
 @torch.no_grad()
-def evaluate_losses(model: nn.Module, objective: Objective, batches: Iterable[Batch],
-                    ranks: SingleProcess = SingleProcess()) -> dict[str, float]:
-    """Mean per-task losses over ``batches`` of every rank (weighted by rows), in eval mode."""
+def validation_scores(model: RankingModel, batches: Iterable[Batch],
+                      ranks: SingleProcess = SingleProcess()) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean per-task losses and the normalized entropy of each estimate over ``batches`` of every
+    rank, in eval mode.
+
+    The normalized entropy of an estimate is its log loss divided by the log loss of predicting
+    the base rate (He et al., ADKDD 2014): below 1 the estimate knows more than the base rate.
+    Scored: ``p_ctr`` on clicks and ``p_ctcvr`` on conversions over all rows; ``p_cvr`` on
+    conversions over clicked rows, only for a model without ``p_ctcvr``.
+
+    Returns:
+        (losses by name, normalized entropy by estimate).
+    """
     model.eval()
-    sums = _zeros(objective)
+    sums: dict[str, float] = dict.fromkeys(("rows", *model.loss_names), 0.0)
     for batch in batches:
-        _accumulate(sums, objective.losses(model(batch["cat"], batch["num"]), batch), len(batch["click"]))
+        logits = model(batch["cat"], batch["num"])
+        _accumulate(sums, model.losses(logits, batch), len(batch["click"]))
+        for estimate, p in _scored(model.probabilities(logits)).items():
+            label, mask = SCORED[estimate]
+            rows = batch[mask] if mask else torch.ones_like(p)
+            y, p = batch[label].double(), p.double().clamp(1e-7, 1 - 1e-7)
+            logloss = -(y * p.log() + (1 - y) * (1 - p).log())  # [B]
+            for key, value in (("n", rows), ("y", rows * y), ("logloss", rows * logloss)):
+                sums[f"{estimate}.{key}"] = sums.get(f"{estimate}.{key}", 0.0) + float(value.sum())
     model.train()
+    for estimate in _scored(dict.fromkeys(model.estimates)):  # the same keys on every rank
+        for key in ("n", "y", "logloss"):
+            sums.setdefault(f"{estimate}.{key}", 0.0)
     sums = ranks.sum(sums)
     count = sums.pop("rows")
-    return {name: value / max(count, 1) for name, value in sums.items()}
+    losses = {name: sums[name] / max(count, 1) for name in model.loss_names}
+    scores = {}
+    for estimate in _scored(dict.fromkeys(model.estimates)):
+        n, y, logloss = (sums[f"{estimate}.{key}"] for key in ("n", "y", "logloss"))
+        rate = min(max(y / max(n, 1), 1e-7), 1 - 1e-7)
+        base = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+        scores[estimate[2:]] = (logloss / max(n, 1)) / base
+    return losses, scores
 
 
-def _save(path: str, state: dict, model: nn.Module, optimizer, scheduler, weighting: nn.Module) -> None:
+def _scored(estimates: Mapping[str, object]) -> dict[str, object]:
+    """The estimates the early-stopping score uses (p_cvr only without p_ctcvr)."""
+    keep = [e for e in ("p_ctr", "p_ctcvr", "p_cvr") if e in estimates]
+    if "p_ctcvr" in keep and "p_cvr" in keep:
+        keep.remove("p_cvr")
+    return {e: estimates[e] for e in keep}
+
+
+def _save(path: str, state: dict, model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
+          weighting: nn.Module) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    payload = {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-               "scheduler": scheduler.state_dict(), "weighting": weighting.state_dict(),
-               "torch_rng": torch.get_rng_state()}
+    payload = {**state, "model": model.state_dict(),
+               "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+               "weighting": weighting.state_dict(), "torch_rng": torch.get_rng_state()}
     tmp = f"{path}.tmp"
     torch.save(payload, tmp)
     os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint whole
 
 
-def _restore(path: str, model: nn.Module, optimizer, scheduler, weighting: nn.Module) -> dict:
+def _restore(path: str, model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
+             weighting: nn.Module) -> dict:
     payload = torch.load(path, weights_only=True)
     model.load_state_dict(payload.pop("model"))
-    optimizer.load_state_dict(payload.pop("optimizer"))
-    scheduler.load_state_dict(payload.pop("scheduler"))
+    for name, state in payload.pop("optimizers").items():
+        optimizers[name].load_state_dict(state)
     weighting.load_state_dict(payload.pop("weighting"))
     torch.set_rng_state(payload.pop("torch_rng"))
     return payload

@@ -26,16 +26,16 @@ import pandas as pd
 import torch
 from pyspark.sql import SparkSession
 
-from pipeline.config import Config, to_dict
+from pipeline.config import Config, TrainingConf, to_dict
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders
-from pipeline.models import ModelSpec, build_model, loss_names, make_weighting, probabilities, task_losses
+from pipeline.models import Inputs, ModelSpec, RankingModel, build_model, make_weighting
 from pipeline.data import Columns, DataFile, read_batches, shard_batches, snapshot_files
 from pipeline.training.artifacts import load_artifact, register_model, save_artifact, write_metrics
 from pipeline.training.dataset import KEYS, LABELS, batches, build_training_set, load_arrays, split_dates, to_tensors
 from pipeline.training.distributed import HorovodRanks, SingleProcess, run_on_spark
 from pipeline.training.evaluate import evaluate, predict
-from pipeline.training.loop import Objective, TrainResult, fit
+from pipeline.training.loop import TrainResult, fit
 
 TRUTH_COLUMNS = ["impression_id", "p_ctr", "p_cvr", "p_ctcvr", "would_convert"]
 
@@ -49,7 +49,7 @@ class TrainSummary:
     train_end: dt.date
     report_days: tuple[dt.date, ...]
     training_set_version: int
-    best_epoch: int
+    best_epoch: float
     epochs_run: int
     samples_per_second: float
     metrics: dict
@@ -63,24 +63,40 @@ class TrainSummary:
                 oracle = f" (oracle {got['oracle_auc']:.3f})" if "oracle_auc" in got else ""
                 parts.append(f"{task} AUC {got['auc']:.3f}{oracle}")
         return (f"train {self.name} {self.train_start}..{self.train_end}: {self.model_id}, "
-                f"training set v{self.training_set_version}, {self.epochs_run} epochs (best {self.best_epoch}), "
+                f"training set v{self.training_set_version}, {self.epochs_run} epochs (best {self.best_epoch:g}), "
                 f"{self.samples_per_second:,.0f} samples/s; {', '.join(parts)} on {self.report_days[0]}"
                 f"{'..' + str(self.report_days[-1]) if len(self.report_days) > 1 else ''}; "
                 f"artifact {self.artifact_uri}; {self.seconds:.1f} s")
 
 
-def model_spec(cfg: Config, encoders: Encoders) -> ModelSpec:
-    """The network's spec: the conf's ``model`` section and the encoders' vocabulary sizes."""
-    layers = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model) if f.name != "name"}
-    return ModelSpec(cardinalities=encoders.cardinalities, num_numeric=len(encoders.numeric), **layers)
+def model_inputs(encoders: Encoders) -> Inputs:
+    """The network's input shape: the encoders' vocabulary sizes and numeric features."""
+    return Inputs(cardinalities=encoders.cardinalities, num_numeric=len(encoders.numeric))
+
+
+def make_model(spec: ModelSpec, inputs: Inputs, priors: dict[str, float], seed: int) -> RankingModel:
+    """The network, seeded, with its outputs starting at the training rows' base rates."""
+    torch.manual_seed(seed)
+    model = build_model(spec, inputs)
+    model.start_at(priors)
+    return model
+
+
+def make_model_weighting(model: RankingModel, conf: TrainingConf):
+    """The loss weighting of ``training.loss_weighting``; fixed weights are the model's defaults
+    overridden by ``training.loss_weights``."""
+    fixed = ({**model.loss_weights, **{k: float(v) for k, v in conf.loss_weights.items()}}
+             if conf.loss_weighting == "fixed" else None)
+    return make_weighting(conf.loss_weighting, list(model.loss_names), fixed=fixed)
 
 
 @dataclass(frozen=True)
 class RankJob:
     """What every training process needs (pickled to the Spark tasks)."""
 
-    name: str
     spec: ModelSpec
+    inputs: Inputs
+    priors: dict[str, float]
     cfg: Config
     encoders: Encoders
     train_files: tuple[DataFile, ...]
@@ -98,7 +114,8 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
     """Trains ``model_name`` (default ``model.name``) on ``start..end`` with ``num_proc`` processes
     (default ``training.num_proc``); see the module doc."""
     clock = time.perf_counter()
-    name = model_name or cfg.model.name
+    spec = dataclasses.replace(cfg.model, name=model_name) if model_name else cfg.model
+    name = spec.name
     num_proc = num_proc or cfg.training.num_proc
     if num_proc < 1:
         raise PipelineError(f"--num-proc must be >= 1, got {num_proc}")
@@ -111,7 +128,8 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
 
     model_id = f"{name}-{end:%Y%m%d}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     checkpoints = os.path.join(cfg.artifacts_path, "_checkpoints", f"{name}-{start:%Y%m%d}-{end:%Y%m%d}")
-    job = RankJob(name=name, spec=model_spec(cfg, training_set.encoders), cfg=cfg, encoders=training_set.encoders,
+    job = RankJob(spec=spec, inputs=model_inputs(training_set.encoders), priors=training_set.priors, cfg=cfg,
+                  encoders=training_set.encoders,
                   train_files=files["train"], validation_files=files["validation"], num_proc=num_proc,
                   checkpoint_dir=checkpoints, artifact_dir=os.path.join(cfg.artifacts_path, model_id),
                   stop_after_epoch=stop_after_epoch, progress=progress)
@@ -126,11 +144,11 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
 
     loaded = load_artifact(job.artifact_dir)
     report = load_arrays(spark, training_set, split.report)
-    predictions = predict(loaded.network, lambda logits: probabilities(name, logits, loaded.spec),
-                          batches(to_tensors(report), 4 * cfg.training.batch_size, shuffle=False))
+    predictions = predict(loaded.network, batches(to_tensors(report), 4 * cfg.training.batch_size, shuffle=False))
     metrics = evaluate(predictions, report, _truth(cfg, split.report))
     write_metrics(job.artifact_dir, metrics)
-    params = {"model": dataclasses.asdict(job.spec), "training": to_dict(cfg.training), "num_proc": num_proc,
+    params = {"model": dataclasses.asdict(job.spec), "inputs": dataclasses.asdict(job.inputs),
+              "training": to_dict(cfg.training), "num_proc": num_proc,
               "validation_days": [str(d) for d in split.validation], "report_days": [str(d) for d in split.report],
               "best_epoch": result.best_epoch, "samples_per_second": result.samples_per_second}
     register_model(spark, cfg, model_id=model_id, name=name, train_start=start, train_end=end,
@@ -154,24 +172,34 @@ def train_on_rank(job: RankJob) -> TrainResult:
     if job.num_proc > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.num_proc))  # no oversubscribed cores
     conf = job.cfg.training
-    torch.manual_seed(conf.seed)
-    network = build_model(job.name, job.spec)
-    losses = lambda logits, batch: task_losses(job.name, logits, batch, job.spec)  # noqa: E731
-    weighting = make_weighting(conf.loss_weighting, list(loss_names(job.name, job.spec)),
-                               fixed={k: float(v) for k, v in conf.loss_weights.items()})
+    network = make_model(job.spec, job.inputs, job.priors, conf.seed)
     columns = Columns.for_encoders(job.encoders, LABELS)
     shard = {"columns": columns, "rank": ranks.rank, "size": ranks.size}
-    result = fit(network, Objective(losses=losses, weighting=weighting),
+    steps = shard_batches(job.train_files, ranks.size, conf.batch_size)
+    result = fit(network, make_model_weighting(network, conf),
                  train=lambda epoch: read_batches(job.train_files, batch_size=conf.batch_size, shuffle=True,
                                                   seed=conf.seed, epoch=epoch, **shard),
                  validation=lambda: read_batches(job.validation_files, batch_size=4 * conf.batch_size, **shard),
-                 steps_per_epoch=max(shard_batches(job.train_files, ranks.size, conf.batch_size)),
-                 conf=conf, checkpoint_dir=job.checkpoint_dir, stop_after_epoch=job.stop_after_epoch,
+                 steps_per_epoch=max(steps), min_steps_per_epoch=min(steps), conf=conf,
+                 checkpoint_dir=job.checkpoint_dir, stop_after_epoch=job.stop_after_epoch,
                  progress=job.progress, ranks=ranks)
     if ranks.rank == 0 and (job.stop_after_epoch is None or result.epochs_run >= conf.epochs):
-        save_artifact(job.artifact_dir, name=job.name, spec=job.spec, network=network, encoders=job.encoders,
+        save_artifact(job.artifact_dir, spec=job.spec, inputs=job.inputs, network=network, encoders=job.encoders,
                       metrics={}, history=result.history, cfg=job.cfg)
     return result
+
+
+def train_in_memory(spec: ModelSpec, inputs: Inputs, priors: dict[str, float], conf: TrainingConf,
+                    train: dict[str, torch.Tensor], validation: dict[str, torch.Tensor], *,
+                    progress: bool = False) -> tuple[RankingModel, TrainResult]:
+    """The training loop of one process over tensors already in memory (``to_tensors``): the same
+    model, weighting and loop as ``train_on_rank``, without a reader (benchmarks, the quality suite)."""
+    network = make_model(spec, inputs, priors, conf.seed)
+    result = fit(network, make_model_weighting(network, conf),
+                 train=lambda epoch: batches(train, conf.batch_size, shuffle=True, seed=conf.seed, epoch=epoch),
+                 validation=lambda: batches(validation, 4 * conf.batch_size, shuffle=False),
+                 steps_per_epoch=-(-len(train["click"]) // conf.batch_size), conf=conf, progress=progress)
+    return network, result
 
 
 def _truth(cfg: Config, days: tuple[dt.date, ...]) -> Optional[pd.DataFrame]:

@@ -1,22 +1,23 @@
 """Small specs, random batches and a learnable toy data set for the model tests (torch only)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import Tensor
 
-from pipeline.models import (
-    LossWeighting, ModelSpec, build_model, loss_names, make_weighting, probabilities, task_losses)
+from pipeline.models import Inputs, LossWeighting, ModelSpec, RankingModel, build_model, make_weighting
 
 CARDINALITIES = (10, 20, 7, 5, 3)
 NUM_NUMERIC = 2
+INPUTS = Inputs(cardinalities=CARDINALITIES, num_numeric=NUM_NUMERIC)
 
 
-def small_spec(**overrides) -> ModelSpec:
+def small_spec(name: str = "esmm", **overrides) -> ModelSpec:
     """A spec small enough to train in well under a second on a CPU."""
     settings = dict(
-        cardinalities=CARDINALITIES,
-        num_numeric=NUM_NUMERIC,
+        name=name,
         tasks=("ctr", "cvr", "value"),
         embedding_dim=8,
         bottom_hidden=(32, 16),
@@ -30,6 +31,12 @@ def small_spec(**overrides) -> ModelSpec:
     )
     settings.update(overrides)
     return ModelSpec(**settings)
+
+
+def build(name: str, seed: int = 0, **overrides) -> RankingModel:
+    """Model ``name`` of ``small_spec(**overrides)`` over the toy inputs, seeded."""
+    torch.manual_seed(seed)
+    return build_model(small_spec(name, **overrides), INPUTS)
 
 
 def toy_data(rows: int, seed: int) -> dict[str, Tensor]:
@@ -102,17 +109,18 @@ def train(
     seed: int = 0,
     batch_size: int = 256,
     lr: float = 1e-2,
-) -> tuple[torch.nn.Module, LossWeighting, list[float]]:
-    """Train model ``name`` with Adam; returns the model, its loss weighting and each step's total."""
+) -> tuple[RankingModel, LossWeighting, list[float]]:
+    """Train model ``name`` of ``spec`` with Adam; returns the model, its loss weighting and each
+    step's total."""
     torch.manual_seed(seed)
-    model = build_model(name, spec)
-    weights = make_weighting(weighting, list(loss_names(name, spec)))
+    model = build_model(dataclasses.replace(spec, name=name), INPUTS)
+    weights = make_weighting(weighting, list(model.loss_names))
     optimizer = torch.optim.Adam([*model.parameters(), *weights.parameters()], lr=lr)
     totals = []
     model.train()
     for step_batch in batches(data, batch_size, steps, seed):
         logits = model(step_batch["cat"], step_batch["num"])
-        total = weights.total(task_losses(name, logits, step_batch, spec), model.shared_parameters())
+        total = weights.total(model.losses(logits, step_batch), model.shared_parameters())
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
@@ -121,11 +129,9 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(
-    name: str, model: torch.nn.Module, data: dict[str, Tensor], spec: ModelSpec,
-) -> tuple[dict[str, float], dict[str, Tensor]]:
+def evaluate(model: RankingModel, data: dict[str, Tensor]) -> tuple[dict[str, float], dict[str, Tensor]]:
     """Losses and probabilities of ``model`` on all of ``data``, in eval mode."""
     model.eval()
     logits = model(data["cat"], data["num"])
-    losses = {k: v.item() for k, v in task_losses(name, logits, data, spec).items()}
-    return losses, probabilities(name, logits, spec)
+    losses = {k: v.item() for k, v in model.losses(logits, data).items()}
+    return losses, model.probabilities(logits)

@@ -1,22 +1,21 @@
 """Every model learns the toy task: its losses fall and its ranking beats chance by far."""
 import pytest
-import torch
 
-from pipeline.models import MODELS, build_model
+from pipeline.models import MODELS
 from pipeline.training.metrics import auc
-from tests.models.conftest import evaluate, small_spec, train
+from tests.models.conftest import build, evaluate, small_spec, train
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_model_learns_the_toy_task(name, toy):
-    spec = small_spec()
-    torch.manual_seed(0)
-    initial, _ = evaluate(name, build_model(name, spec), toy, spec)
-    model, _, _ = train(name, spec, toy, steps=200, seed=0)
-    final, probs = evaluate(name, model, toy, spec)
+    initial, _ = evaluate(build(name), toy)
+    model, _, _ = train(name, small_spec(name), toy, steps=200, seed=0)
+    final, probs = evaluate(model, toy)
 
     for key in initial:
-        if key != "calibration":  # AITM's calibrator starts and stays near 0
+        # AITM's calibrator starts and stays near 0; ESCM²-DR's imputation error (e - e~) is
+        # (r~ - r) times the CVR logit, which starts at 0 and grows as pCVR learns.
+        if key not in ("calibration", "imputation"):
             assert final[key] < initial[key], (key, initial[key], final[key])
     if "p_ctr" in probs:
         assert auc(toy["click"].numpy(), probs["p_ctr"].numpy()) > 0.75

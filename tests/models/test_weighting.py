@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pipeline.models import build_model, make_weighting, task_losses
-from tests.models.conftest import small_spec, train
+from pipeline.models import make_weighting
+from tests.models.conftest import build, small_spec, train
 
 INITIAL = {"ctr": 1.0, "ctcvr": 1.0, "value": 1.0}
 
@@ -29,13 +29,11 @@ def test_learned_weights_move(kind, toy):
 
 
 def test_gradnorm_total_uses_the_weights_and_survives_a_zero_loss(batch):
-    spec = small_spec(cvr_mode="masked")
     batch = {**batch, "click": torch.zeros(32), "conversion": torch.zeros(32), "conversion_value": torch.zeros(32)}
-    torch.manual_seed(0)
-    model = build_model("mmoe", spec)
+    model = build("mmoe", cvr_mode="masked")
     weighting = make_weighting("gradnorm", ["ctr", "cvr", "value"])
     for _ in range(3):
-        losses = task_losses("mmoe", model(batch["cat"], batch["num"]), batch, spec)
+        losses = model.losses(model(batch["cat"], batch["num"]), batch)
         before = weighting.weights()
         total = weighting.total(losses, model.shared_parameters())
         assert torch.allclose(total, sum(before[k] * losses[k] for k in losses))
@@ -65,14 +63,12 @@ def test_bad_arguments_raise():
 
 
 def test_gradnorm_state_dict_holds_its_optimizer(tmp_path, batch):
-    spec = small_spec()
-    torch.manual_seed(0)
-    model = build_model("esmm", spec)
+    model = build("esmm")
     names = ["ctr", "ctcvr", "value"]
     original = make_weighting("gradnorm", names)
 
     def step(weighting):
-        losses = task_losses("esmm", model(batch["cat"], batch["num"]), batch, spec)
+        losses = model.losses(model(batch["cat"], batch["num"]), batch)
         weighting.total(losses, model.shared_parameters())
 
     model.eval()  # no dropout: both weightings see the same losses

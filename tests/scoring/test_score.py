@@ -19,7 +19,6 @@ from pipeline.config import to_dict
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, encode
 from pipeline.io import delta
-from pipeline.models import probabilities
 from pipeline.scoring import fusion
 from pipeline.scoring.learned import LearnedFusion
 from pipeline.spark import LOG4J2_FILE
@@ -93,7 +92,7 @@ def test_scores_equal_the_in_process_model_on_the_pinned_training_set(spark, wor
     training_set = TrainingSet(path=cfg.table_path("training_set"), version=model.training_set_version,
                                split=split, encoders=loaded.encoders)
     arrays = load_arrays(spark, training_set, (D2,))  # ordered by impression_id
-    expected = predict(loaded.network, lambda logits: probabilities("esmm", logits, loaded.spec),
+    expected = predict(loaded.network,
                        batches(to_tensors(arrays), 1000, shuffle=False))
 
     written = scores_of(spark, cfg, D2)
@@ -131,7 +130,7 @@ def test_candidates_with_unseen_values_score_as_unknown_ids(spark, world):
     encoded = encode(candidates, loaded.encoders, keep=("impression_id", "user_id")).orderBy("impression_id").toPandas()
     cat = encoded[[f"{CAT_PREFIX}{n}" for n in loaded.encoders.categorical]].to_numpy(np.int64)
     num = encoded[[f"{NUM_PREFIX}{n}" for n in loaded.encoders.numeric]].to_numpy(np.float32)
-    expected = predict(loaded.network, lambda logits: probabilities("esmm", logits, loaded.spec),
+    expected = predict(loaded.network,
                        [{"cat": torch.from_numpy(cat), "num": torch.from_numpy(num)}])
     new_users = encoded["user_id"].str.startswith("new-")
     assert summary.rows == 40 and summary.input == "candidates" and new_users.sum() >= 10

@@ -136,6 +136,49 @@ def test_clicked_exposures_are_a_biased_sample_for_cvr(tmp_path):
     assert clicked_cvr_ratio(tmp_path / "shared", "synth.selection_bias=0") > 1.3
     assert clicked_cvr_ratio(tmp_path / "clickbait", "synth.shared_interest=0") < 0.85
     assert 0.9 < clicked_cvr_ratio(tmp_path / "neither", "synth.selection_bias=0", "synth.shared_interest=0") < 1.1
+    # Negative shared interest alone: users tend not to buy what they like to click.
+    assert clicked_cvr_ratio(tmp_path / "opposed", "synth.selection_bias=0", "synth.shared_interest=-0.9") < 0.8
+
+
+def simulated(*extra) -> pd.DataFrame:
+    """Exposures and truth of every simulated day, in memory (no files written)."""
+    from pipeline.quality.suite import simulate_samples
+
+    return simulate_samples(load_config(None, ["synth.exposures_per_day=20000", *extra]))
+
+
+def test_cold_ids_first_appear_on_the_last_day():
+    samples = simulated("synth.days=3", "synth.num_users=2000", "synth.num_items=600", "synth.cold_share=0.3")
+    last = samples["dt"].max()
+    before = samples[samples["dt"] < last]
+    on_last = samples[samples["dt"] == last]
+    for key in ("user_id", "item_id"):
+        new = ~on_last[key].isin(set(before[key]))
+        # Exposures of new ids: most of the cold ids' share (some warm ids simply had no exposure before).
+        assert 0.15 < new.mean() < 0.45, (key, new.mean())
+    warm = simulated("synth.days=3", "synth.num_users=2000", "synth.num_items=600")
+    assert (~warm.loc[warm["dt"] == last, "item_id"].isin(set(warm.loc[warm["dt"] < last, "item_id"]))).mean() < 0.02
+
+
+def test_popularity_and_activity_spread_are_settings():
+    def top_share(frame, key):
+        counts = frame[key].value_counts()
+        return counts.iloc[:len(counts) // 100].sum() / counts.sum()  # exposures of the top 1 %
+
+    flat = simulated("synth.days=1", "synth.item_popularity_exponent=0", "synth.user_activity_sigma=0")
+    skewed = simulated("synth.days=1", "synth.item_popularity_exponent=1.2", "synth.user_activity_sigma=1.5")
+    assert top_share(flat, "item_id") < 0.02 and top_share(skewed, "item_id") > 0.1
+    assert top_share(flat, "user_id") < 0.03 and top_share(skewed, "user_id") > 0.1
+
+
+def test_affinity_scale_sets_how_personal_preferences_are():
+    from pipeline.training.metrics import auc
+
+    def oracle(scale):
+        samples = simulated("synth.days=1", f"synth.affinity_scale={scale}")
+        return auc(samples["click"], samples["p_ctr"])
+
+    assert oracle(0.0) < oracle(1.0) < oracle(2.0)
 
 
 def read_raw(spark, cfg, source):

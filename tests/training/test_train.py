@@ -15,7 +15,6 @@ from pipeline.training.artifacts import load_artifact
 from pipeline.training.dataset import batches, load_arrays, to_tensors
 from pipeline.training.evaluate import predict
 from pipeline.training.train import train_model
-from pipeline.models import probabilities
 
 from tests.samples.conftest import backfill, make_cfg
 
@@ -78,8 +77,7 @@ def test_artifact_and_registry(spark, world, esmm):
     training_set = TrainingSet(path=world.table_path("training_set"), version=esmm.training_set_version,
                                split=split, encoders=loaded.encoders)
     arrays = load_arrays(spark, training_set, split.test)
-    probs = predict(loaded.network, lambda logits: probabilities("esmm", logits, loaded.spec),
-                    batches(to_tensors(arrays), 4096, shuffle=False))
+    probs = predict(loaded.network, batches(to_tensors(arrays), 4096, shuffle=False))
     from pipeline.training.metrics import auc
 
     assert auc(arrays["click"], probs["p_ctr"]) == pytest.approx(esmm.metrics["ctr"]["auc"], abs=1e-9)
