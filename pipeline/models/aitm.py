@@ -12,7 +12,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from pipeline.models.base import Batch, RankingModel, bce, value_loss
+from pipeline.models.base import Batch, RankingModel, bce, value_loss, value_output
 from pipeline.models.modules import MLP, InformationTransfer, SharedInput, Tower
 from pipeline.models.spec import Inputs, ModelSpec
 
@@ -38,7 +38,7 @@ class AITM(RankingModel):
     name = "aitm"
 
     def __init__(self, spec: ModelSpec, inputs: Inputs) -> None:
-        super().__init__(spec, inputs, ("ctr", "ctcvr", *(("value",) if "value" in spec.tasks else ())))
+        super().__init__(spec, inputs, ("ctr", "ctcvr", *value_output(spec)))
         self.input = SharedInput(inputs.cardinalities, spec.embedding_dim, inputs.num_numeric, spec.interaction)
         self.encoders = nn.ModuleDict(
             {task: MLP(self.input.output_dim, spec.bottom_hidden, spec.dropout) for task in self.outputs})
@@ -69,7 +69,7 @@ class AITM(RankingModel):
 
     @property
     def loss_names(self) -> tuple[str, ...]:
-        return ("ctr", "ctcvr", "calibration", *(("value",) if "value" in self.outputs else ()))
+        return ("ctr", "ctcvr", "calibration", *value_output(self.spec))
 
     def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         p = self.probabilities(logits)

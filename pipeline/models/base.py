@@ -139,6 +139,11 @@ class RankingModel(nn.Module, abc.ABC):
                 bias.fill_(priors[key])
 
 
+def value_output(spec: ModelSpec) -> tuple[str, ...]:
+    """``("value",)`` when ``spec.tasks`` has the value task, else ``()``."""
+    return ("value",) if "value" in spec.tasks else ()
+
+
 def output_priors(click_rate: float, conversion_rate: float, mean_log_value: float = 0.0) -> dict[str, float]:
     """Initial output biases from the training rows' base rates.
 

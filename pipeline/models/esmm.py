@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.base import Batch, RankingModel, bce, inverse_propensity, product_bce, value_loss
+from pipeline.models.base import (
+    Batch, RankingModel, bce, inverse_propensity, product_bce, value_loss, value_output)
 from pipeline.models.modules import SharedInput, Tower
 from pipeline.models.spec import Inputs, ModelSpec
 
@@ -40,8 +41,7 @@ class ESMM(RankingModel):
     extra_towers: tuple[str, ...] = ()
 
     def __init__(self, spec: ModelSpec, inputs: Inputs) -> None:
-        value = ("value",) if "value" in spec.tasks else ()
-        super().__init__(spec, inputs, ("ctr", "cvr", *value, *self.extra_towers))
+        super().__init__(spec, inputs, ("ctr", "cvr", *value_output(spec), *self.extra_towers))
         self.input = SharedInput(inputs.cardinalities, spec.embedding_dim, inputs.num_numeric, spec.interaction)
         hidden = (*spec.bottom_hidden, *spec.tower_hidden)
         self.towers = nn.ModuleDict(
@@ -54,7 +54,7 @@ class ESMM(RankingModel):
 
     @property
     def loss_names(self) -> tuple[str, ...]:
-        return ("ctr", "ctcvr", *(("value",) if "value" in self.outputs else ()))
+        return ("ctr", "ctcvr", *value_output(self.spec))
 
     def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         out = {"ctr": bce(logits["ctr"], batch["click"]),

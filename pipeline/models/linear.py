@@ -13,7 +13,7 @@ from typing import Mapping
 
 from torch import Tensor
 
-from pipeline.models.base import Batch, RankingModel, bce, masked_bce, value_loss
+from pipeline.models.base import Batch, RankingModel, bce, masked_bce, value_loss, value_output
 from pipeline.models.spec import Inputs, ModelSpec
 
 
@@ -29,7 +29,7 @@ class LogisticRegression(RankingModel):
     name = "lr"
 
     def __init__(self, spec: ModelSpec, inputs: Inputs) -> None:
-        super().__init__(spec, inputs, ("ctr", "cvr", *(("value",) if "value" in spec.tasks else ())), wide=True)
+        super().__init__(spec, inputs, ("ctr", "cvr", *value_output(spec)), wide=True)
 
     def deep(self, cat: Tensor, num: Tensor) -> dict[str, Tensor]:
         """Nothing: the model is its wide part."""

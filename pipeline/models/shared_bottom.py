@@ -8,7 +8,7 @@ from typing import Mapping
 
 from torch import Tensor, nn
 
-from pipeline.models.base import Batch, RankingModel, bce, masked_bce, product_bce, value_loss
+from pipeline.models.base import Batch, RankingModel, bce, masked_bce, product_bce, value_loss, value_output
 from pipeline.models.modules import MLP, SharedInput, Tower
 from pipeline.models.spec import Inputs, ModelSpec
 
@@ -28,7 +28,7 @@ class MultiTaskModel(RankingModel):
     @property
     def loss_names(self) -> tuple[str, ...]:
         cvr = ({"entire_space": "ctcvr", "masked": "cvr"}[self.spec.cvr_mode],) if "cvr" in self.outputs else ()
-        return ("ctr", *cvr, *(("value",) if "value" in self.outputs else ()))
+        return ("ctr", *cvr, *value_output(self.spec))
 
     def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         out = {"ctr": bce(logits["ctr"], batch["click"])}
