@@ -23,7 +23,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Config, load_config
-from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders, encode, fit_encoders
+from pipeline.data.reader import Columns, to_arrays
+from pipeline.features.encoders import Encoders, encode, fit_encoders
 from pipeline.quality.worlds import World, synth_overrides
 from pipeline.synth.generate import Simulation
 from pipeline.synth.events import TS_MS
@@ -89,13 +90,11 @@ def prepare_world(spark: SparkSession, cfg: Config, workdir: str) -> WorldData:
 
 
 def _arrays(frame: pd.DataFrame, encoders: Encoders) -> dict[str, np.ndarray]:
-    """``cat`` [N, F] int64, ``num`` [N, M] float32, labels [N] float32 and keys [N], ordered by
-    ``impression_id`` (as ``load_arrays`` returns them)."""
+    """The training arrays of ``frame`` (``to_arrays``), ordered by ``impression_id`` as
+    ``load_arrays`` returns them."""
     frame = frame.sort_values("impression_id", kind="stable")
-    return {"cat": frame[[f"{CAT_PREFIX}{n}" for n in encoders.categorical]].to_numpy(np.int64),
-            "num": frame[[f"{NUM_PREFIX}{n}" for n in encoders.numeric]].to_numpy(np.float32).reshape(len(frame), -1),
-            **{label: frame[label].to_numpy(np.float32) for label in LABELS},
-            **{key: frame[key].to_numpy() for key in KEYS}}
+    return to_arrays({name: frame[name].to_numpy() for name in frame.columns},
+                     Columns.for_encoders(encoders, LABELS, keys=KEYS))
 
 
 def run_model(cfg: Config, data: WorldData, name: str) -> dict:
