@@ -135,16 +135,17 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
         for step_in_epoch, batch in enumerate(bar, start=1):
             losses = model.losses(model(batch["cat"], batch["num"]), batch)
             total = weighting.total(losses, model.shared_parameters())
+            factor = lr_factor(state["step"], total_steps, conf)
             for name, optimizer in optimizers.items():
                 optimizer.zero_grad()  # set_to_none by default (the Horovod wrapper takes no argument)
                 for group, lr in zip(optimizer.param_groups, base_lrs[name]):
-                    frozen = deep_done and not group["wide"]
-                    group["lr"] = 0.0 if frozen else lr * lr_factor(state["step"], total_steps, conf)
+                    group["lr"] = 0.0 if deep_done and not group["wide"] else lr * factor
             total.backward()
             for optimizer in optimizers.values():
                 optimizer.step()
             state["step"] += 1
             _accumulate(sums, losses, len(batch["click"]))
+            bar.set_postfix({k: f"{v / sums['rows']:.4f}" for k, v in sums.items() if k != "rows"}, refresh=False)
             if step_in_epoch in points:
                 counted = _validate(model, weighting, validation, sums, epoch - 1 + step_in_epoch / steps_per_epoch,
                                     time.perf_counter() - started, state, ranks)
@@ -222,26 +223,26 @@ def validation_scores(model: RankingModel, batches: Iterable[Batch],
         (losses by name, normalized entropy by estimate).
     """
     model.eval()
-    sums: dict[str, float] = dict.fromkeys(("rows", *model.loss_names), 0.0)
+    scored = scored_estimates(model.estimates)
+    # The same keys on every rank, even one without a batch.
+    sums = dict.fromkeys(("rows", *model.loss_names, *(f"{e}.{k}" for e in scored for k in ("n", "y", "logloss"))), 0.0)
     for batch in batches:
         logits = model(batch["cat"], batch["num"])
         _accumulate(sums, model.losses(logits, batch), len(batch["click"]))
-        for estimate, p in _scored(model.probabilities(logits)).items():
+        probabilities = model.probabilities(logits)
+        for estimate in scored:
             label, mask = SCORED[estimate]
-            rows = batch[mask] if mask else torch.ones_like(p)
-            y, p = batch[label].double(), p.double().clamp(1e-7, 1 - 1e-7)
+            p = probabilities[estimate].double().clamp(1e-7, 1 - 1e-7)  # [B]
+            rows, y = (batch[mask] if mask else torch.ones_like(p)), batch[label].double()  # [B], [B]
             logloss = -(y * p.log() + (1 - y) * (1 - p).log())  # [B]
             for key, value in (("n", rows), ("y", rows * y), ("logloss", rows * logloss)):
-                sums[f"{estimate}.{key}"] = sums.get(f"{estimate}.{key}", 0.0) + float(value.sum())
+                sums[f"{estimate}.{key}"] += float(value.sum())
     model.train()
-    for estimate in _scored(dict.fromkeys(model.estimates)):  # the same keys on every rank
-        for key in ("n", "y", "logloss"):
-            sums.setdefault(f"{estimate}.{key}", 0.0)
     sums = ranks.sum(sums)
     count = sums.pop("rows")
     losses = {name: sums[name] / max(count, 1) for name in model.loss_names}
     scores = {}
-    for estimate in _scored(dict.fromkeys(model.estimates)):
+    for estimate in scored:
         n, y, logloss = (sums[f"{estimate}.{key}"] for key in ("n", "y", "logloss"))
         rate = min(max(y / max(n, 1), 1e-7), 1 - 1e-7)
         base = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
@@ -249,12 +250,10 @@ def validation_scores(model: RankingModel, batches: Iterable[Batch],
     return losses, scores
 
 
-def _scored(estimates: Mapping[str, object]) -> dict[str, object]:
-    """The estimates the early-stopping score uses (p_cvr only without p_ctcvr)."""
-    keep = [e for e in ("p_ctr", "p_ctcvr", "p_cvr") if e in estimates]
-    if "p_ctcvr" in keep and "p_cvr" in keep:
-        keep.remove("p_cvr")
-    return {e: estimates[e] for e in keep}
+def scored_estimates(estimates: Iterable[str]) -> tuple[str, ...]:
+    """The estimates the early-stopping score uses: p_ctr, p_ctcvr, and p_cvr only without p_ctcvr."""
+    has = set(estimates)
+    return tuple(e for e in ("p_ctr", "p_ctcvr", "p_cvr") if e in has and not (e == "p_cvr" and "p_ctcvr" in has))
 
 
 def _save(path: str, state: dict, model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
