@@ -45,6 +45,7 @@ class StorageConf:
     root: str = "./data"
     database: Optional[str] = None
     artifacts: Optional[str] = None  # model directories; None: <root>/artifacts (a local or mounted path)
+    lock_wait_seconds: int = 0       # a run of a job and date that another holds: 0 fails at once, else waits
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,17 @@ class RawConf:
     exposures: Optional[str] = None
     clicks: Optional[str] = None
     conversions: Optional[str] = None
+    # Input checks of every rebuilt date, before anything is written (pipeline/samples/checks.py).
+    may_be_empty: tuple[str, ...] = ()     # sources allowed to have no partition for a date
+    success_markers: Mapping[str, str] = field(default_factory=_frozen_dict)  # source -> file every partition must hold
+    max_quarantined_share: float = 0.25    # of a source's records of one date
+    min_field_presence: float = 0.5        # share of a date's valid exposures that carry each declared feature
+
+    def __post_init__(self) -> None:
+        for name in (*self.may_be_empty, *self.success_markers):
+            _require(name in SOURCES, f"raw: unknown source {name!r} (one of {', '.join(SOURCES)})")
+        _require(0.0 <= self.max_quarantined_share <= 1.0, "raw.max_quarantined_share must be in [0, 1]")
+        _require(0.0 <= self.min_field_presence <= 1.0, "raw.min_field_presence must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -97,9 +109,14 @@ class LabelsConf:
     # How far back (days) a click's impression or a conversion's click is looked for; a child
     # whose parent is older is treated as if its parent had never arrived.
     max_delay_days: int = 7
+    # A nightly run rebuilds from the oldest partition not yet final, at most this many days
+    # before its date (a missed night heals on the next one).
+    max_rebuild_days: int = 30
 
     def __post_init__(self) -> None:
         _require(self.click_window_hours > 0, "labels.click_window_hours must be > 0")
+        _require(self.max_rebuild_days >= self.lookback_days,
+                 "labels.max_rebuild_days must be >= the lookback (click + attribution window days)")
         _require(self.attribution_window_days >= 0, "labels.attribution_window_days must be >= 0")
         _require(self.max_delay_days >= self.click_window_days + self.attribution_window_days,
                  "labels.max_delay_days must cover the click and attribution windows")
@@ -218,6 +235,8 @@ class TrainingConf:
     test_days: int = 1                    # days after those, for the reported metrics (0: report validation)
     final_only: bool = True               # train only on partitions whose labels are final
     num_proc: int = 2                 # Horovod processes (Spark tasks); 1 trains in this process
+    time_limit_minutes: int = 240         # wall clock of a training job; past it the job fails
+    stall_seconds: int = 300              # a rank that waits this long for the others fails the job
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "validation_days", "validations_per_epoch"):
@@ -228,6 +247,8 @@ class TrainingConf:
         _require(0.0 <= self.warmup_fraction < 1.0, "training.warmup_fraction must be in [0, 1)")
         _require(self.num_proc >= 1, "training.num_proc must be >= 1")
         _require(self.deep_epochs is None or self.deep_epochs >= 1, "training.deep_epochs must be >= 1 or null")
+        _require(self.time_limit_minutes >= 1 and self.stall_seconds >= 1,
+                 "training.time_limit_minutes and training.stall_seconds must be >= 1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,6 +470,18 @@ class NightlyConf:
 
 
 @dataclass(frozen=True)
+class PromotionConf:
+    """The gate between a trained model (a candidate) and the champion that ``score`` uses."""
+
+    tolerance: float = 0.01               # a candidate may be this much below the champion on each metric
+    metrics: tuple[str, ...] = ("auc_ctr", "auc_ctcvr")  # compared on the candidate's report days (higher is better)
+
+    def __post_init__(self) -> None:
+        _require(self.tolerance >= 0, "promotion.tolerance must be >= 0")
+        _require(bool(self.metrics), "promotion.metrics must not be empty")
+
+
+@dataclass(frozen=True)
 class ReportConf:
     """``pipeline report``: where the self-contained HTML page is written."""
 
@@ -475,6 +508,7 @@ class Config:
     aliccp: AliccpConf = field(default_factory=AliccpConf)
     report: ReportConf = field(default_factory=ReportConf)
     nightly: NightlyConf = field(default_factory=NightlyConf)
+    promotion: PromotionConf = field(default_factory=PromotionConf)
 
     def table_path(self, name: str) -> str:
         """Where table ``name`` lives: ``tables.<name>`` or ``<storage.root>/<name>``."""
