@@ -1,7 +1,9 @@
 """The ``pipeline`` command. Each sub-command loads the conf, then calls one library function.
 
-Errors caused by input (conf, dates, data) print one line, ``pipeline <command>: error: ...``,
-and exit with status 2; anything else is a bug and keeps its traceback.
+Errors caused by usage or input (conf, dates, data) print one line, ``pipeline <command>: error:
+...``, and exit with status 2; a run that failed for another reason (``RunFailure``: a rank died,
+a time limit, a lock held by another run) prints one line, ``pipeline <command>: failed: ...``,
+and exits with status 1; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ import yaml
 
 from pipeline.config import Config, load_config, to_dict
 from pipeline.dates import date_range, parse_date
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RunFailure
 from pipeline.models.registry import MODELS
 
 EXIT_USER_ERROR = 2
+EXIT_RUN_FAILED = 1
 DATED_COMMANDS = ("build-samples", "train")
 ONE_DATE_COMMANDS = ("run", "score", "top-scores", "fusion-weights", "fusion-train", "fusion-eval")  # --date D only
 
@@ -229,6 +232,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except PipelineError as err:
         print(f"pipeline {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RunFailure as err:
+        print(f"pipeline {args.command}: failed: {err}", file=sys.stderr)
+        return EXIT_RUN_FAILED
 
 
 if __name__ == "__main__":
