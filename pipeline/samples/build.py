@@ -1,8 +1,12 @@
 """``pipeline build-samples``: raw logs -> ``samples``, ``quarantine`` and one ``runs`` row.
 
-Reads each source once (cached), checks and labels with pure transforms
-(``pipeline.logs.validate``, ``pipeline.samples.labels``), then replaces exactly the run's ``dt``
-partitions of ``samples`` and ``quarantine``. A run that fails writes a ``failed`` row to ``runs``
+A nightly run (``--date D``) rebuilds from the oldest partition that is not yet final (at most
+``labels.max_rebuild_days`` back), so a night after missed nights leaves the tables of a backfill.
+Checks the input of every rebuilt date first (``pipeline.samples.checks``: partitions present,
+success markers, quarantined share, feature presence). Reads each source once (cached), checks and
+labels with pure transforms (``pipeline.logs.validate``, ``pipeline.samples.labels``), checks the
+per-date counts, and only then replaces exactly the run's ``dt`` partitions of ``samples`` and
+``quarantine``. A run that fails writes a ``failed`` row to ``runs``
 and leaves every table at its previous version (or, at worst, with only whole, committed
 versions: each Delta write is atomic).
 """
@@ -20,9 +24,10 @@ from pyspark.sql import functions as F
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.io import delta
-from pipeline.logs.read import partition_path, present_dates, read_raw
+from pipeline.logs.read import read_raw
 from pipeline.logs.schema import SOURCES
 from pipeline.logs.validate import REASON, check_records
+from pipeline.samples import checks
 from pipeline.samples import labels as L
 from pipeline.samples.tables import COUNTS, QUARANTINE_SCHEMA, RUNS_SCHEMA, feature_columns
 
@@ -54,6 +59,23 @@ class BuildSummary:
                 f"quarantined by reason: {reasons or 'none'}; {self.seconds:.1f} s")
 
 
+def nightly_run_dates(spark: SparkSession, cfg: Config, day: dt.date) -> L.RunDates:
+    """The dates the nightly run for ``day`` rebuilds: see ``labels.healing_start``."""
+    oldest = day - dt.timedelta(days=cfg.labels.max_rebuild_days)
+    finality: dict[dt.date, bool] = {}
+    path = cfg.table_path("samples")
+    if delta.is_table(spark, path):
+        rows = (delta.read_table(spark, path).where(F.col("dt").between(F.lit(oldest), F.lit(day)))
+                .groupBy("dt").agg(F.min(F.col("labels_final").cast("int")).alias("final")).collect())
+        finality = {row["dt"]: bool(row["final"]) for row in rows}
+    return L.backfill_dates(L.healing_start(day, finality, cfg.labels), day, cfg.labels)
+
+
+def build_nightly(spark: SparkSession, cfg: Config, day: dt.date) -> BuildSummary:
+    """``build-samples --date D``: the nightly run, healing missed nights."""
+    return build_samples(spark, cfg, nightly_run_dates(spark, cfg, day), "nightly")
+
+
 def build_samples(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str) -> BuildSummary:
     """Runs build-samples for ``dates``; on failure records a ``failed`` run and re-raises."""
     run_id = f"{JOB}-{dates.end:%Y%m%d}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -69,7 +91,7 @@ def build_samples(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str
 def _build(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_id: str,
            started: dt.datetime) -> BuildSummary:
     clock = time.perf_counter()
-    _require_exposures(spark, cfg, dates)
+    checks.check_partitions(spark, cfg, dates.rebuilt, dates.end)
     checked = {source: check_records(read_raw(spark, cfg, source, dates.read), source) for source in SOURCES}
     cached: list[DataFrame] = []
 
@@ -79,13 +101,15 @@ def _build(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_i
 
     try:
         exposures = cache(L.classify_exposures(checked["exposures"], dates))
-        _require_features(exposures, cfg)
+        checks.check_features(_feature_presence(exposures, cfg), cfg)
         clicks = cache(L.classify_children(checked["clicks"], L.exposure_parents(exposures), "clicks", dates,
                                            cfg.labels.click_window_hours * 3600))
         conversions = cache(L.classify_children(checked["conversions"], L.click_parents(clicks), "conversions",
                                                 dates, cfg.labels.attribution_window_days * 86400))
         classified = {"exposures": exposures, "clicks": clicks, "conversions": conversions}
-        counts = {s: L.source_counts(df) for s, df in classified.items()}
+        by_date = {s: L.date_counts(df) for s, df in classified.items()}
+        checks.check_quarantine(by_date, cfg)
+        counts = {s: L.total_counts(c) for s, c in by_date.items()}
         quarantine = _union([L.quarantine_rows(df, s, run_id) for s, df in classified.items()])
         reasons = {r["reason"]: int(r["n"]) for r in quarantine.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
         samples = L.label_samples(exposures, clicks, conversions, features=cfg.features, labels=cfg.labels,
@@ -106,28 +130,12 @@ def _build(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_i
     return summary
 
 
-def _require_exposures(spark: SparkSession, cfg: Config, dates: L.RunDates) -> None:
-    """Every rebuilt date from the first logged one on must have exposures; the run's last date
-    always must. Dates before the logs begin are simply empty."""
-    root = cfg.raw_path("exposures")
-    present = present_dates(spark, root, cfg.raw.format)
-    first = min(present, default=None)
-    missing = [d for d in dates.rebuilt if d not in present and (first is None or d >= first or d == dates.end)]
-    if missing:
-        where = partition_path(root, missing[0]) if cfg.raw.format != "delta" else f"{root} (dt={missing[0]})"
-        more = f" (and {len(missing) - 1} more date(s))" if len(missing) > 1 else ""
-        raise PipelineError(f"missing input: no exposures for {missing[0]} at {where}{more}")
-
-
-def _require_features(exposures: DataFrame, cfg: Config) -> None:
-    """A declared feature that no valid exposure carries is a conf or data error."""
+def _feature_presence(exposures: DataFrame, cfg: Config) -> dict[dt.date, dict[str, int]]:
+    """Per owned date: valid exposures (``_rows``) and how many carry each declared feature."""
     names = [name for name, _ in feature_columns(cfg.features)]
-    row = exposures.where(F.col(REASON).isNull()).agg(
-        F.count(F.lit(1)).alias("_rows"), *[F.count(F.col(n)).alias(n) for n in names]).first()
-    absent = [n for n in names if row["_rows"] and row[n] == 0]
-    if absent:
-        raise PipelineError(f"feature column(s) {absent} declared in features are missing from the exposures "
-                            f"at {cfg.raw_path('exposures')}")
+    rows = (exposures.where(F.col("owned") & F.col(REASON).isNull()).groupBy("dt")
+            .agg(F.count(F.lit(1)).alias("_rows"), *[F.count(F.col(n)).alias(n) for n in names]).collect())
+    return {row["dt"]: {k: int(v) for k, v in row.asDict().items() if k != "dt"} for row in rows}
 
 
 def _union(frames: list[DataFrame]) -> DataFrame:

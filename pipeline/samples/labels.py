@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Mapping
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -23,7 +24,7 @@ from pyspark.sql import functions as F
 from pipeline.config import FeaturesConf, LabelsConf
 from pipeline.logs import schema
 from pipeline.logs.validate import EVENT_TS, IS_DUPLICATE, REASON
-from pipeline.samples.tables import SAMPLE_KEYS, feature_columns
+from pipeline.samples.tables import COUNTS, SAMPLE_KEYS, feature_columns
 
 STATUS = "status"
 QUARANTINE_REASON = "quarantine_reason"
@@ -56,6 +57,19 @@ def nightly_dates(day: dt.date, labels: LabelsConf) -> RunDates:
     """Run for ``day``: rebuilds the ``lookback_days`` earlier partitions too, so late clicks and
     conversions reach them, and the oldest of them becomes final."""
     return backfill_dates(day - dt.timedelta(days=labels.lookback_days), day, labels)
+
+
+def healing_start(day: dt.date, finality: Mapping[dt.date, bool], labels: LabelsConf) -> dt.date:
+    """The first date the nightly run for ``day`` rebuilds: the oldest date, at most
+    ``labels.max_rebuild_days`` before ``day``, whose partition is missing or not final
+    (``finality``: the ``samples`` partitions of that span and whether their labels are final),
+    else ``day - lookback_days`` as every night. Missing dates before the first partition are
+    before the logs begin. A night after missed nights thus leaves the tables of a backfill."""
+    usual = day - dt.timedelta(days=labels.lookback_days)
+    oldest = day - dt.timedelta(days=labels.max_rebuild_days)
+    first = max(min(finality, default=usual), oldest)
+    behind = (first + dt.timedelta(days=i) for i in range((usual - first).days))
+    return next((d for d in behind if not finality.get(d, False)), usual)
 
 
 def backfill_dates(start: dt.date, end: dt.date, labels: LabelsConf) -> RunDates:
@@ -177,15 +191,21 @@ def quarantine_rows(classified: DataFrame, source: str, run_id: str) -> DataFram
         F.lit(run_id).alias("run_id"), "dt")
 
 
-def source_counts(classified: DataFrame) -> dict[str, int]:
-    """Counts over the owned records: read, accepted, duplicates, quarantined, late, out_of_range."""
+def date_counts(classified: DataFrame) -> dict[dt.date, dict[str, int]]:
+    """Counts over the owned records, per raw event date: read, accepted, duplicates, quarantined,
+    late, out_of_range (one aggregate; a source's totals are their sums)."""
     owned = classified.where(F.col("owned"))
     late = F.col(IS_LATE) if IS_LATE in classified.columns else F.lit(False)
-    row = owned.agg(
+    rows = owned.groupBy("dt").agg(
         F.count(F.lit(1)).alias("read"),
         *[F.sum((F.col(STATUS) == status).cast("long")).alias(name)
           for name, status in (("accepted", ACCEPTED), ("duplicates", DUPLICATE),
                                ("quarantined", QUARANTINED), ("out_of_range", OUT_OF_RANGE))],
         F.sum(late.cast("long")).alias("late"),
-    ).first()
-    return {name: int(row[name] or 0) for name in row.asDict()}
+    ).collect()
+    return {row["dt"]: {name: int(row[name] or 0) for name in COUNTS} for row in rows}
+
+
+def total_counts(by_date: dict[dt.date, dict[str, int]]) -> dict[str, int]:
+    """A source's counts over all its dates."""
+    return {name: sum(row[name] for row in by_date.values()) for name in COUNTS}

@@ -67,8 +67,13 @@ def generate(cfg: Config, progress: bool = True) -> GenerateSummary:
         children["clicks"].append(events.clicks)
         children["conversions"].append(events.conversions)
     children_rng = np.random.default_rng(simulated.children_seed)
+    days = date_range(conf.start_date, conf.start_date + dt.timedelta(days=conf.days - 1))
     for source in ("clicks", "conversions"):
         counts[source] = _write(cfg, source, pd.concat(children[source], ignore_index=True), children_rng, tag="")
+        for day in days:  # a day without clicks (or conversions) still has its partition
+            if day.isoformat() not in counts[source]:
+                writer.write_empty_partition(source, day, cfg.raw_path(source), cfg.raw.format, conf.gzip)
+                counts[source][day.isoformat()] = {}
 
     _write_manifest(cfg, counts)
     lines = sum(n for per_day in counts.values() for c in per_day.values() for n in c.values())

@@ -96,6 +96,17 @@ def write_by_event_date(records: pd.DataFrame, source: str, root: str, fmt: str,
     return counts
 
 
+def write_empty_partition(source: str, day: dt.date, root: str, fmt: str, compress: bool) -> None:
+    """An empty partition: a date on which the source logged nothing is still a complete date
+    (JSON: one empty file; Parquet: an empty folder, as a file needs column types)."""
+    folder = os.path.join(root, f"dt={day.isoformat()}")
+    os.makedirs(folder, exist_ok=True)
+    if fmt == "json":
+        suffix = ".jsonl.gz" if compress else ".jsonl"
+        with (gzip.GzipFile if compress else open)(os.path.join(folder, f"part-00000{suffix}"), "wb"):
+            pass
+
+
 def write_truth(truth: pd.DataFrame, root: str, day: dt.date) -> None:
     """One Parquet file per exposure date under ``<root>/dt=YYYY-MM-DD/``."""
     folder = os.path.join(root, f"dt={day.isoformat()}")

@@ -7,8 +7,8 @@ import os
 
 from pipeline.config import Config, load_config
 from pipeline.io import delta
-from pipeline.samples.build import build_samples
-from pipeline.samples.labels import backfill_dates, nightly_dates
+from pipeline.samples.build import build_nightly, build_samples
+from pipeline.samples.labels import backfill_dates
 
 from tests.conftest import TEST_SPARK_SETTINGS
 
@@ -32,7 +32,7 @@ def backfill(spark, cfg: Config, start: str, end: str):
 
 
 def nightly(spark, cfg: Config, day: str):
-    return build_samples(spark, cfg, nightly_dates(dt.date.fromisoformat(day), cfg.labels), "nightly")
+    return build_nightly(spark, cfg, dt.date.fromisoformat(day))
 
 
 def table(spark, cfg: Config, name: str, version=None):

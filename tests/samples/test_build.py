@@ -2,6 +2,7 @@
 idempotency, late data, errors, formats and spark-submit."""
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from pipeline.errors import PipelineError
+from pipeline.io import delta
 from pipeline.logs import schema
 from pipeline.spark import cache_dir, delta_jar_settings
 from pipeline.synth.generate import generate, read_manifest
@@ -129,13 +131,94 @@ def test_bad_inputs_fail_with_a_clear_message(spark, tmp_path):
     generate(cfg, progress=False)
     with pytest.raises(PipelineError, match=r"missing input: no exposures for 2026-10-03 at .*exposures/dt=2026-10-03"):
         backfill(spark, cfg, "2026-10-01", "2026-10-03")
-    with pytest.raises(PipelineError, match=r"feature column\(s\) \['nope'\] declared in features"):
+    with pytest.raises(PipelineError, match=r"feature 'nope' is present on 0 of \d+ valid exposures of 2026-10-01"):
         backfill(spark, make_cfg(tmp_path, "features.categorical=[user_id, nope]"), "2026-10-01", "2026-10-02")
-    with pytest.raises(PipelineError, match=r"missing input: no exposures for 2026-10-01 .*\(and 1 more date\(s\)\)"):
+    with pytest.raises(PipelineError, match=r"missing input: no exposures for 2026-10-02 .*\(and 2 more source-date"):
         backfill(spark, make_cfg(tmp_path / "nothing-here"), "2026-10-01", "2026-10-02")
     runs = sorted(table(spark, cfg, "runs").collect(), key=lambda r: r["started_at"])
     assert [r["status"] for r in runs] == ["failed", "failed"]
-    assert runs[0]["error"].startswith("missing input") and runs[1]["error"].startswith("feature column")
+    assert runs[0]["error"].startswith("missing input") and runs[1]["error"].startswith("suspicious input: feature")
+    assert not delta.is_table(spark, cfg.table_path("samples"))  # nothing written
+
+
+def test_incomplete_input_is_refused_before_anything_is_written(spark, tmp_path):
+    """A missing source, a missing success marker, a renamed field, a dropped feature column:
+    each is one line naming the source and date, and the tables keep their version."""
+    cfg = make_cfg(tmp_path, "synth.days=3", "synth.exposures_per_day=300")
+    generate(cfg, progress=False)
+    good = backfill(spark, cfg, "2026-10-01", "2026-10-03")
+
+    def refused(pattern, *settings):
+        before = delta.current_version(spark, cfg.table_path("samples"))
+        with pytest.raises(PipelineError, match=pattern):
+            backfill(spark, make_cfg(tmp_path, *settings), "2026-10-01", "2026-10-03")
+        assert delta.current_version(spark, cfg.table_path("samples")) == before
+
+    clicks = cfg.raw_path("clicks")
+    moved = str(tmp_path / "clicks-moved")
+    os.rename(clicks, moved)  # the clicks source points at a folder that does not exist
+    refused(r"missing input: no clicks for 2026-10-01 at .*clicks/dt=2026-10-01 \(and 2 more")
+    os.rename(moved, clicks)
+    shutil.rmtree(os.path.join(cfg.raw_path("conversions"), "dt=2026-10-02"))
+    refused(r"missing input: no conversions for 2026-10-02 .*add it to raw.may_be_empty")
+    allowed = backfill(spark, make_cfg(tmp_path, "raw.may_be_empty=[conversions]"), "2026-10-01", "2026-10-03")
+    assert allowed.counts["exposures"] == good.counts["exposures"]
+
+    open(os.path.join(clicks, "dt=2026-10-03", "_SUCCESS"), "w").close()
+    refused(r"incomplete input: clicks for 2026-10-01 has no _SUCCESS .*raw.success_markers.clicks",
+            "raw.may_be_empty=[conversions]", "raw.success_markers.clicks=_SUCCESS")
+
+    # A required field renamed in one day's exposures: every record of that day goes to quarantine.
+    day = os.path.join(cfg.raw_path("exposures"), "dt=2026-10-02")
+    for name in os.listdir(day):
+        path = os.path.join(day, name)
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text.replace('"user_id"', '"uid"'))
+    refused(r"suspicious input: 3\d\d of 3\d\d exposures records of 2026-10-02 would go to quarantine "
+            r"\(\d+% > raw.max_quarantined_share 25%\)", "raw.may_be_empty=[conversions]")
+    # The same day without a declared feature column: valid records, but the column is gone.
+    for name in os.listdir(day):
+        path = os.path.join(day, name)
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text.replace('"uid"', '"user_id"').replace('"brand"', '"brand_v2"'))
+    refused(r"suspicious input: feature 'brand' is present on 0 of \d+ valid exposures of 2026-10-02",
+            "raw.may_be_empty=[conversions]")
+
+
+def test_a_missed_night_heals_on_the_next_one(spark, generated, tmp_path):
+    """Nights D and D+2 (D+1 missed) leave exactly the tables of a backfill to D+2."""
+    source, _ = generated
+    raw = [f"raw.{s}={source.raw_path(s)}" for s in schema.SOURCES]
+    nights, backfilled = make_cfg(tmp_path / "nights", *raw), make_cfg(tmp_path / "backfill", *raw)
+    first = nightly(spark, nights, "2026-10-05")
+    assert (first.dates.start, first.dates.end) == (dt.date(2026, 10, 1), dt.date(2026, 10, 5))
+    healed = nightly(spark, nights, "2026-10-07")  # 2026-10-06 never ran
+    assert (healed.dates.start, healed.dates.end) == (dt.date(2026, 10, 2), dt.date(2026, 10, 7))
+    backfill(spark, backfilled, "2026-10-01", "2026-10-07")
+    for name in ("samples", "quarantine"):
+        assertDataFrameEqual(without_run_id(table(spark, nights, name)), without_run_id(table(spark, backfilled, name)))
+    final = table(spark, nights, "samples").where("labels_final").select("dt").distinct().count()
+    assert final == 3  # 2026-10-01..03, as after a backfill to 2026-10-07
+
+
+def test_healing_start():
+    from pipeline.samples.labels import healing_start
+
+    labels = make_cfg("unused").labels  # lookback 4 days, max_rebuild_days 30
+    day, d = dt.date(2026, 10, 20), lambda n: dt.date(2026, 10, n)
+    assert healing_start(day, {}, labels) == d(16)  # first night: the usual lookback
+    every_night = {d(n): n <= 15 for n in range(1, 20)}
+    assert healing_start(day, every_night, labels) == d(16)
+    assert healing_start(day, {**every_night, d(12): False}, labels) == d(12)  # a night missed
+    missing = {k: v for k, v in every_night.items() if k not in (d(13), d(14))}
+    assert healing_start(day, missing, labels) == d(13)  # partitions never built
+    assert healing_start(day, {d(n): False for n in range(5, 20)}, labels) == d(5)  # logs begin on 5
+    long_ago = {dt.date(2026, 9, 1) + dt.timedelta(days=n): False for n in range(50)}
+    assert healing_start(day, long_ago, labels) == day - dt.timedelta(days=30)  # bounded
 
 
 def test_failed_run_leaves_the_previous_version(spark, tmp_path):

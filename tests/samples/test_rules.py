@@ -37,7 +37,9 @@ MALFORMED = '{"impression_id": "e12", "ts": "2026-10-01T01:00:00Z", "user_id": '
 
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory):
-    cfg = make_cfg(tmp_path_factory.mktemp("rules"), *FEATURES)
+    # Hand-made rows: most dates have no clicks or conversions, and many rows are dirty on purpose.
+    cfg = make_cfg(tmp_path_factory.mktemp("rules"), *FEATURES, "raw.may_be_empty=[clicks, conversions]",
+                   "raw.max_quarantined_share=1.0")
     write_raw(cfg, "exposures", "2026-10-01", [
         exposure("e1", "2026-10-01T10:00:00Z"),
         exposure("e2", "2026-10-01T10:00:00Z"),
