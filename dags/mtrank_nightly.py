@@ -1,42 +1,47 @@
-"""Nightly mtrank chain: build-samples every night, train once a week (or on demand), score every night.
+"""Nightly mtrank chain: the night's plan, then build-samples, train when the plan says so, score, report.
 
-    build_samples >> train_due >> train >> score        (score also runs when train_due skips train)
+    plan >> build_samples >> train_due >> train >> score >> report   (score also runs when train is skipped)
 
-Each task is a ``spark-submit`` of a job file of the project checkout (``<repo>/jobs/*.py``). The
-run for date D (``ds``) starts when D's data interval ends (02:00 UTC on D + 1 by default).
+The plan is the project's own (``pipeline plan --date {{ ds }}``, pipeline/plan.py): whether
+training is due (weekday, daily, forced, or no model yet), its window and model all come from the
+conf, so this file computes no date, window or weekday and ``pipeline run`` cannot disagree with
+it. ``plan`` runs ``jobs/plan.py`` with the checkout's interpreter and pushes the plan (JSON) to
+XCom; ``train_due`` skips ``train`` unless ``train.due``; every other task is a ``spark-submit``
+of a job file of the checkout (``<repo>/jobs/*.py``), and train (``--date {{ ds }}``) trains the
+plan's window. The run for date D (``ds``) starts when D's data interval ends (02:00 UTC on D + 1
+by default).
 
 Settings: ``DEFAULTS`` below, overridden key by key by the JSON Airflow Variable ``mtrank_nightly``,
-e.g. ``{"repo": "/srv/mtrank", "conn_id": "spark_yarn", "train_weekday": "monday"}`` (read at each
-parse). ``schedule``, ``conn_id``, ``spark_conf``, ``packages``, ``py_files`` and ``retries`` are
-set only there; the other keys are DAG params, which a manual run may also change in the trigger
-form (e.g. ``force_train``).
+e.g. ``{"repo": "/srv/mtrank", "conn_id": "spark_yarn", "timeout_hours": {"train": 8}}`` (read at
+each parse). Only the Variable sets them, never a trigger form: ``repo`` names the interpreter the
+tasks run. A manual run may set one param, ``force_train``.
 """
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from datetime import timedelta
 
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TriggerRule, Variable
-
-WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 DEFAULTS = {
     "schedule": "0 2 * * *",  # cron, UTC; ds is the day that ended before the run
     "conn_id": "spark_default",  # Spark connection: master, deploy mode, spark-submit binary
     "repo": "/opt/mtrank",  # checkout holding jobs/*.py, conf/ and .venv
     "conf_path": "conf/cluster.yaml",  # relative to repo, or absolute
-    "train_weekday": "sunday",
-    "train_days": 14,  # training window length
-    # Days from the last training day to ds: the lookback (click 1 + attribution 3 days) after the
-    # test day, plus the validation and test days, so all three have final labels.
-    "label_delay_days": 6,
     "retries": 2,
-    # Templated ("{{ params.repo }}" works). The driver runs jobs/*.py with the project's .venv.
+    # Each task fails (and is retried) past its limit, so a hung task cannot hold the nights after
+    # it (one run at a time). train's limit leaves room above the job's own
+    # training.time_limit_minutes (4 h by default), which fails it with a clearer reason first.
+    "timeout_hours": {"plan": 0.25, "build_samples": 3, "train_due": 0.1, "train": 6, "score": 2, "report": 0.5},
+    # Templated: "{{ repo }}" is the checkout. The driver runs jobs/*.py with the project's .venv.
     "spark_conf": {
-        "spark.pyspark.python": "{{ params.repo }}/.venv/bin/python",
+        "spark.pyspark.python": "{{ repo }}/.venv/bin/python",
         "spark.driver.memory": "4g",
         "spark.executor.memory": "8g",
         "spark.executor.cores": "4",
@@ -45,17 +50,26 @@ DEFAULTS = {
     "py_files": None,  # e.g. a zip of pipeline/ when executors lack the package
 }
 SETTINGS = {**DEFAULTS, **Variable.get("mtrank_nightly", default={}, deserialize_json=True)}
+TIMEOUT_HOURS = {**DEFAULTS["timeout_hours"], **SETTINGS["timeout_hours"]}
 
-# Templates shared by the three jobs.
-APPLICATION = "{{ params.repo }}/jobs/%s.py"
-CONF = "{{ params.repo | path_join(params.conf_path) }}"
-TRAIN_START = "{{ macros.ds_add(ds, -(params.label_delay_days + params.train_days - 1)) }}"
-TRAIN_END = "{{ macros.ds_add(ds, -params.label_delay_days) }}"
+REPO = SETTINGS["repo"]
+CONF = os.path.join(REPO, SETTINGS["conf_path"])  # an absolute conf_path stays as it is
+# The plan's JSON is the last line of stdout; the tail waits for the session's JVM to exit, so
+# nothing it logs can come after the plan.
+PLAN_COMMAND = (
+    f"set -o pipefail; {shlex.quote(REPO + '/.venv/bin/python')} {shlex.quote(REPO + '/jobs/plan.py')}"
+    f" --conf {shlex.quote(CONF)} --date {{{{ ds }}}}"
+    "{{ ' --set nightly.force_train=true' if params.force_train else '' }} | tail -n 1"
+)
 
 
-def is_train_day(logical_date: pendulum.DateTime, params: dict) -> bool:
-    """True on ``params.train_weekday`` (of ``ds``), or on any day when ``params.force_train`` is set."""
-    return params["force_train"] or WEEKDAYS[logical_date.weekday()] == params["train_weekday"]
+def train_due(plan: dict) -> bool:
+    """The gate of ``train``: the plan's ``train.due``."""
+    return bool(plan["train"]["due"])
+
+
+def timeout(task_id: str) -> timedelta:
+    return timedelta(hours=float(TIMEOUT_HOURS[task_id]))
 
 
 def spark_job(job: str, args: list[str], **kwargs) -> SparkSubmitOperator:
@@ -63,45 +77,39 @@ def spark_job(job: str, args: list[str], **kwargs) -> SparkSubmitOperator:
     return SparkSubmitOperator(
         task_id=job,
         name="mtrank_%s_{{ ds }}" % job,
-        application=APPLICATION % job,
+        application=os.path.join(REPO, "jobs", f"{job}.py"),
         application_args=["--conf", CONF, *args],
         conn_id=SETTINGS["conn_id"],
         conf=SETTINGS["spark_conf"],
         packages=SETTINGS["packages"],
         py_files=SETTINGS["py_files"],
+        execution_timeout=timeout(job),
         **kwargs,
     )
 
 
 with DAG(
     dag_id="mtrank_nightly",
-    description="build-samples, weekly train, score (spark-submit of jobs/*.py)",
+    description="plan, build-samples, train when due, score, report (spark-submit of jobs/*.py)",
     schedule=CronDataIntervalTimetable(SETTINGS["schedule"], timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
+    catchup=False,  # build-samples heals missed nights itself (it rebuilds every non-final day)
+    max_active_runs=1,  # two nights would rebuild the same days; the time limits bound the wait
     default_args={"owner": "mtrank", "retries": SETTINGS["retries"], "retry_delay": timedelta(minutes=10)},
-    params={
-        "repo": Param(SETTINGS["repo"], type="string"),
-        "conf_path": Param(SETTINGS["conf_path"], type="string"),
-        "train_weekday": Param(SETTINGS["train_weekday"], enum=WEEKDAYS),
-        "train_days": Param(SETTINGS["train_days"], type="integer", minimum=1),
-        "label_delay_days": Param(SETTINGS["label_delay_days"], type="integer", minimum=0),
-        "force_train": Param(False, type="boolean", description="train tonight whatever the weekday"),
-    },
-    user_defined_filters={"path_join": os.path.join},
+    params={"force_train": Param(False, type="boolean", description="train tonight whatever the plan's weekday")},
+    user_defined_macros={"repo": REPO},
     tags=["mtrank"],
 ) as dag:
+    plan = BashOperator(task_id="plan", bash_command=PLAN_COMMAND, output_processor=json.loads,
+                        execution_timeout=timeout("plan"))
     build_samples = spark_job("build_samples", ["--date", "{{ ds }}"])
     # Skips only train (not score: ignore_downstream_trigger_rules=False), visibly in the grid.
-    train_due = ShortCircuitOperator(
-        task_id="train_due", python_callable=is_train_day, ignore_downstream_trigger_rules=False
-    )
-    train = spark_job("train", ["--start", TRAIN_START, "--end", TRAIN_END])
-    # Scores with the newest registered model: this run's when train ran, else the last one.
-    score = spark_job(
-        "score", ["--date", "{{ ds }}", "--model-id", "latest"], trigger_rule=TriggerRule.NONE_FAILED
-    )
+    gate = ShortCircuitOperator(task_id="train_due", python_callable=train_due, op_kwargs={"plan": plan.output},
+                                ignore_downstream_trigger_rules=False, execution_timeout=timeout("train_due"))
+    train = spark_job("train", ["--date", "{{ ds }}"])
+    # Scores with the model score uses by default: this run's when train ran, else the last one.
+    score = spark_job("score", ["--date", "{{ ds }}"], trigger_rule=TriggerRule.NONE_FAILED)
+    report = spark_job("report", [])
 
-    build_samples >> train_due >> train >> score
+    plan >> build_samples >> gate >> train >> score >> report
     build_samples >> score

@@ -23,7 +23,7 @@ from pipeline.models.registry import MODELS
 EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 1
 DATED_COMMANDS = ("build-samples", "train")
-ONE_DATE_COMMANDS = ("run", "score", "top-scores", "fusion-weights", "fusion-train", "fusion-eval")  # --date D only
+ONE_DATE_COMMANDS = ("run", "plan", "score", "top-scores", "fusion-weights", "fusion-train", "fusion-eval")  # --date D only
 
 
 def _generate(cfg: Config, args: argparse.Namespace) -> int:
@@ -51,15 +51,22 @@ def _build_samples(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _train(cfg: Config, args: argparse.Namespace) -> int:
+    model = args.model
+    if args.date and not (args.start or args.end):
+        from pipeline.plan import night_model, training_window
+
+        start, end = training_window(cfg, parse_date(args.date, "--date"))
+        model = model or night_model(cfg)
+    elif args.start and args.end and not args.date:
+        start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
+        date_range(start, end)  # rejects end < start
+    else:
+        raise PipelineError("give --date D (the window of night D), or --start D1 with --end D2 (the training days)")
     from pipeline.spark import get_spark
     from pipeline.training.train import train_model
 
-    if not (args.start and args.end):
-        raise PipelineError("give --start D1 and --end D2 (the training days)")
-    start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
-    date_range(start, end)  # rejects end < start
     spark = get_spark(cfg, app_name="mtrank-train")
-    summary = train_model(spark, cfg, start, end, model_name=args.model,
+    summary = train_model(spark, cfg, start, end, model_name=model,
                           num_proc=args.num_proc or cfg.training.num_proc)
     print(summary.line())
     return 0
@@ -80,8 +87,18 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
     summary = run_nightly(get_spark(cfg, app_name="mtrank-run"), cfg, date)
     print(summary.table())
     print(summary.line())
-    if summary.failed:
-        raise PipelineError(f"{summary.failed.step} failed: {summary.failed.detail}")
+    summary.raise_for_failure()
+    return 0
+
+
+def _plan(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.plan import has_model, plan_night
+    from pipeline.spark import get_spark
+
+    date = _one_date(args)
+    plan = plan_night(cfg, date, has_model(get_spark(cfg, app_name="mtrank-plan"), cfg))
+    print(plan.line(), file=sys.stderr)  # for people; stdout is the JSON alone, for the DAG
+    print(plan.to_json())
     return 0
 
 
@@ -178,6 +195,7 @@ def _show_config(cfg: Config, args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
     "run": ("the nightly chain for one date: build-samples, train when due, score, report", _run),
+    "plan": ("print the plan of one night as JSON: build-samples, train (whether due, window, model), score, report", _plan),
     "build-samples": ("raw logs -> entire-space samples, quarantine and a runs row (Delta)", _build_samples),
     "train": ("train one model on a date range of samples, evaluate and register it", _train),
     "score": ("score a day's rows with a registered model, fuse, and write the scores partition", _score),
@@ -205,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name in DATED_COMMANDS:
             if name == "build-samples":
                 sub.add_argument("--date", metavar="YYYY-MM-DD", help="nightly run for this date")
+            if name == "train":
+                sub.add_argument("--date", metavar="YYYY-MM-DD", help="train the window and model of this night's plan")
             sub.add_argument("--start", metavar="YYYY-MM-DD", help="first date (build-samples: backfill; train: first training day)")
             sub.add_argument("--end", metavar="YYYY-MM-DD", help="last date (build-samples: backfill; train: last training day)")
         if name in ONE_DATE_COMMANDS:

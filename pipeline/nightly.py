@@ -1,13 +1,11 @@
 """The nightly chain without Airflow: ``pipeline run --date D`` runs what the DAG runs.
 
-    build-samples (D and its lookback days) -> train (when due) -> score D -> report
+    build-samples --date D -> train (when due) -> score D -> report
 
-Train is due on ``nightly.train_weekday`` (of D), every night with ``daily``, whenever
-``nightly.force_train`` is set, and on the first night (no model registered yet). It trains
-``nightly.model`` (default ``model.name``) on the ``nightly.train_days`` days that end
-``label_delay_days`` before D, so that the training, validation and test days all have final
-labels. Score uses the newest registered model. A step that fails with an input error stops the
-chain; the steps after it are reported as not run.
+The steps, the training window and whether training is due come from the night's plan
+(pipeline/plan.py), the same one the DAG follows. A step that fails, with an input error
+(``PipelineError``) or a run failure (``RunFailure``), stops the chain; the steps after it are
+reported as not run.
 """
 from __future__ import annotations
 
@@ -18,9 +16,9 @@ from typing import Callable, Optional
 
 from pyspark.sql import SparkSession
 
-from pipeline.config import WEEKDAYS, Config
-from pipeline.errors import PipelineError
-from pipeline.io import delta
+from pipeline.config import Config
+from pipeline.errors import PipelineError, RunFailure
+from pipeline.plan import has_model, plan_night
 
 @dataclass(frozen=True)
 class StepResult:
@@ -28,6 +26,7 @@ class StepResult:
     status: str  # ok | failed | skipped | not run
     detail: str  # the step's own summary line, the error, or why it was skipped
     seconds: float = 0.0
+    error: Optional[type] = None  # failed: PipelineError (input) or RunFailure (the run itself)
 
 
 @dataclass(frozen=True)
@@ -50,70 +49,48 @@ class NightlySummary:
         rows += [f"{s.step:<14} {s.status:<8} {s.seconds:>8.1f}  {s.detail}" for s in self.steps]
         return "\n".join(rows)
 
+    def raise_for_failure(self) -> None:
+        """Raises the failed step's error class (its exit status) with ``<step> failed: <detail>``."""
+        failed = self.failed
+        if failed is not None:
+            raise (failed.error or PipelineError)(f"{failed.step} failed: {failed.detail}")
+
     def line(self) -> str:
         states = ", ".join(f"{s.step} {s.status}" for s in self.steps)
         return f"run {self.date}: {'ok' if self.ok else 'FAILED'} ({states}); {sum(s.seconds for s in self.steps):.1f} s"
 
 
-def label_delay_days(cfg: Config) -> int:
-    """Days between a night and the last training day: its test and validation days must be final."""
-    return cfg.labels.lookback_days + cfg.training.validation_days + cfg.training.test_days
-
-
-def training_window(cfg: Config, date: dt.date) -> tuple[dt.date, dt.date]:
-    """The training days (first, last) of the night ``date``."""
-    end = date - dt.timedelta(days=label_delay_days(cfg))
-    return end - dt.timedelta(days=cfg.nightly.train_days - 1), end
-
-
-def train_reason(cfg: Config, date: dt.date, has_model: bool) -> Optional[str]:
-    """Why training is due on ``date`` (``None``: not due)."""
-    conf = cfg.nightly
-    if conf.force_train:
-        return "nightly.force_train"
-    if conf.train_weekday == "daily":
-        return "daily"
-    if WEEKDAYS[date.weekday()] == conf.train_weekday:
-        return conf.train_weekday
-    if not has_model:
-        return "no model registered yet"
-    return None
-
-
 def run_nightly(spark: SparkSession, cfg: Config, date: dt.date) -> NightlySummary:
     """Runs the chain for ``date``; returns every step's result (it stops at the first failure)."""
     from pipeline.report import build_report
-    from pipeline.samples.build import build_samples
-    from pipeline.samples.labels import nightly_dates
+    from pipeline.samples.build import build_nightly
     from pipeline.scoring.score import score
     from pipeline.training.train import train_model
 
-    reason = train_reason(cfg, date, delta.is_table(spark, cfg.table_path("models")))
-    start, end = training_window(cfg, date)
+    plan = plan_night(cfg, date, has_model(spark, cfg))
     jobs: dict[str, Callable[[], object]] = {  # the steps, in order
-        "build-samples": lambda: build_samples(spark, cfg, nightly_dates(date, cfg.labels), "nightly"),
-        "train": lambda: train_model(spark, cfg, start, end, model_name=cfg.nightly.model or cfg.model.name),
-        "score": lambda: score(spark, cfg, date),
-        "report": lambda: build_report(spark, cfg),
+        "build-samples": lambda: build_nightly(spark, cfg, plan.build_samples),  # it decides how far back
+        "train": lambda: train_model(spark, cfg, plan.train.start, plan.train.end, model_name=plan.train.model),
+        "score": lambda: score(spark, cfg, plan.score),
+        "report": lambda: build_report(spark, cfg, plan.report),
     }
     results: list[StepResult] = []
     for step, job in jobs.items():
         if any(r.status == "failed" for r in results):
             results.append(StepResult(step, "not run", "an earlier step failed"))
-        elif step == "train" and reason is None:
-            results.append(StepResult(step, "skipped", f"not due: trains on {cfg.nightly.train_weekday}s "
-                                                       f"(or --set nightly.force_train=true)"))
+        elif step == "train" and not plan.train.due:
+            results.append(StepResult(step, "skipped", plan.train.reason))
         else:
-            results.append(_run_step(step, job, note=f" [due: {reason}]" if step == "train" else ""))
+            results.append(_run_step(step, job, note=f" [due: {plan.train.reason}]" if step == "train" else ""))
     return NightlySummary(date=date, steps=tuple(results))
 
 
 def _run_step(step: str, job: Callable[[], object], note: str = "") -> StepResult:
-    """Runs one job; an input error (``PipelineError``) is a failed step, anything else a bug."""
+    """Runs one job; an input error or a run failure is a failed step, anything else a bug."""
     began = time.perf_counter()
     try:
         detail = job().line() + note
-        status = "ok"
-    except PipelineError as err:
-        detail, status = str(err), "failed"
-    return StepResult(step, status, detail, time.perf_counter() - began)
+    except (PipelineError, RunFailure) as err:
+        kind = RunFailure if isinstance(err, RunFailure) else PipelineError
+        return StepResult(step, "failed", str(err), time.perf_counter() - began, error=kind)
+    return StepResult(step, "ok", detail, time.perf_counter() - began)

@@ -7,9 +7,9 @@ from pyspark.sql import functions as F
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError, RunFailure
 from pipeline.io import delta
-from pipeline.nightly import label_delay_days, train_reason, training_window
+from pipeline.nightly import NightlySummary, StepResult, _run_step
 from pipeline.synth.generate import generate
 
 from tests.conftest import TEST_SPARK_SETTINGS
@@ -24,21 +24,26 @@ WORLD = ["synth.days=6", "synth.exposures_per_day=2000", "synth.num_users=100", 
 NIGHT = dt.date(2026, 10, 6)  # a Tuesday
 
 
-def test_training_waits_for_final_validation_and_test_days():
-    cfg = load_config()
-    assert label_delay_days(cfg) == 4 + 1 + 1  # lookback (1 + 3 days), validation, test
-    assert training_window(cfg, dt.date(2026, 10, 20)) == (dt.date(2026, 10, 1), dt.date(2026, 10, 14))
+def _fails(error):
+    def job():
+        raise error
+    return job
 
 
-@pytest.mark.parametrize("sets, has_model, reason", [
-    ([], True, None),
-    ([], False, "no model registered yet"),
-    (["nightly.train_weekday=tuesday"], True, "tuesday"),
-    (["nightly.train_weekday=daily"], True, "daily"),
-    (["nightly.force_train=true"], True, "nightly.force_train"),
-])
-def test_train_is_due_on_its_weekday_when_forced_or_on_the_first_night(sets, has_model, reason):
-    assert train_reason(load_config(None, sets), NIGHT, has_model) == reason
+@pytest.mark.parametrize("error, kind", [(PipelineError("no raw exposures for 2026-10-06"), PipelineError),
+                                         (RunFailure("rank 1 stalled for 300 s"), RunFailure)])
+def test_an_input_error_or_a_run_failure_is_a_failed_step_with_its_class(error, kind):
+    step = _run_step("train", _fails(error))
+    assert (step.status, step.detail, step.error) == ("failed", str(error), kind)
+    summary = NightlySummary(NIGHT, (StepResult("build-samples", "ok", "built"), step,
+                                     StepResult("score", "not run", "an earlier step failed")))
+    with pytest.raises(kind, match=f"^train failed: {error}$"):
+        summary.raise_for_failure()
+
+
+def test_a_bug_keeps_its_traceback():
+    with pytest.raises(ZeroDivisionError):
+        _run_step("score", lambda: 1 / 0)
 
 
 def test_bad_nightly_keys_are_named():

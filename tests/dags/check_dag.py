@@ -21,7 +21,7 @@ from airflow.serialization.serialized_objects import DagSerialization
 from airflow.timetables.base import TimeRestriction
 
 DAG_ID = "mtrank_nightly"
-SPARK_TASKS = ("build_samples", "train", "score")
+SPARK_TASKS = ("build_samples", "train", "score", "report")
 HEAVY_MODULES = ("pyspark", "torch", "pipeline")
 
 
@@ -40,9 +40,12 @@ def scheduled_run(dag, ds: str) -> dict:
 
 
 def rendered(dag, logical_date: pendulum.DateTime, params: dict) -> dict:
-    """Each Spark task's templated fields, rendered as a worker would for ``logical_date``."""
+    """Each task's templated fields, rendered as a worker would for ``logical_date``."""
+    fields = {task_id: ("application", "application_args", "name", "conf", "packages", "py_files")
+              for task_id in SPARK_TASKS}
+    fields["plan"] = ("bash_command",)
     out = {}
-    for task_id in SPARK_TASKS:
+    for task_id, names in fields.items():
         task = dag.get_task(task_id)
         context = {
             "dag": dag,
@@ -54,11 +57,9 @@ def rendered(dag, logical_date: pendulum.DateTime, params: dict) -> dict:
         }
         env = dag.get_template_env()
         # render_template leaves the task unchanged, so the DAG can be rendered again.
-        out[task_id] = {
-            field: task.render_template(getattr(task, field), context, env)
-            for field in ("application", "application_args", "name", "conf", "packages", "py_files")
-        }
-        out[task_id]["conn_id"] = task._conn_id  # not templated; the operator keeps it private
+        out[task_id] = {field: task.render_template(getattr(task, field), context, env) for field in names}
+        if task_id in SPARK_TASKS:
+            out[task_id]["conn_id"] = task._conn_id  # not templated; the operator keeps it private
     return out
 
 
@@ -76,7 +77,7 @@ def describe(dag_folder: str, ds: str) -> dict:
     run = scheduled_run(dag, ds)
     logical_date = pendulum.parse(run["logical_date"])
     params = dag.params.validate()
-    is_train_day = dag.get_task("train_due").python_callable
+    train_due = dag.get_task("train_due").python_callable
     facts.update(
         catchup=dag.catchup,
         max_active_runs=dag.max_active_runs,
@@ -93,15 +94,16 @@ def describe(dag_folder: str, ds: str) -> dict:
                 "upstream": sorted(t.upstream_task_ids),
                 "trigger_rule": str(t.trigger_rule.value),
                 "retries": t.retries,
+                "timeout_hours": t.execution_timeout.total_seconds() / 3600 if t.execution_timeout else None,
             }
             for t in dag.tasks
         },
         ignore_downstream_trigger_rules=dag.get_task("train_due").ignore_downstream_trigger_rules,
         rendered=rendered(dag, logical_date, params),
-        rendered_absolute_conf=rendered(dag, logical_date, {**params, "conf_path": "/etc/mtrank/prod.yaml"}),
-        # ds -> does train run (default params; then with force_train).
-        train_due={d: is_train_day(pendulum.parse(d), params) for d in ("2026-10-10", "2026-10-11")},
-        train_due_forced=is_train_day(pendulum.parse("2026-10-10"), {**params, "force_train": True}),
+        rendered_forced=rendered(dag, logical_date, {**params, "force_train": True}),
+        # The gate reads the plan's JSON (as the plan task's output_processor parsed it).
+        plan_output=dag.get_task("plan").output_processor('{"train": {"due": true}}'),
+        train_due={due: train_due({"train": {"due": due}}) for due in (True, False)},
     )
     return facts
 

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
 DS = "2026-10-10"  # a Saturday
 VARIABLE = {"schedule": "30 1 * * *", "conn_id": "spark_yarn", "repo": "/srv/mtrank", "retries": 5,
-            "train_days": 28, "train_weekday": "saturday"}
+            "conf_path": "/etc/mtrank/prod.yaml", "timeout_hours": {"train": 8}}
+PYTHON, PLAN_JOB = "/opt/mtrank/.venv/bin/python", "/opt/mtrank/jobs/plan.py"
 
 
 @pytest.fixture(scope="module")
@@ -47,29 +48,37 @@ def test_loads_without_errors_warnings_or_heavy_imports(dag):
 
 def test_tasks_and_order(dag):
     assert {task_id: t["upstream"] for task_id, t in dag["tasks"].items()} == {
-        "build_samples": [],
-        "train_due": ["build_samples"],
+        "plan": [],
+        "build_samples": ["plan"],
+        "train_due": ["build_samples", "plan"],
         "train": ["train_due"],
         "score": ["build_samples", "train"],
+        "report": ["score"],
     }
     assert {task_id: t["operator"] for task_id, t in dag["tasks"].items()} == {
+        "plan": "BashOperator",
         "build_samples": "SparkSubmitOperator",
         "train_due": "ShortCircuitOperator",
         "train": "SparkSubmitOperator",
         "score": "SparkSubmitOperator",
+        "report": "SparkSubmitOperator",
     }
 
 
-def test_skipped_train_still_lets_score_run(dag):
+def test_skipped_train_still_lets_score_and_report_run(dag):
     # The gate skips only its direct downstream (train); score runs unless something failed.
     assert dag["ignore_downstream_trigger_rules"] is False
     assert dag["tasks"]["score"]["trigger_rule"] == "none_failed"
+    assert dag["tasks"]["report"]["trigger_rule"] == "all_success"
 
 
-def test_retries_catchup_and_schedule(dag):
+def test_retries_timeouts_catchup_and_schedule(dag):
     assert dag["catchup"] is False
     assert dag["max_active_runs"] == 1
     assert {t["retries"] for t in dag["tasks"].values()} == {2}
+    # Every task has a time limit, so a hung night cannot hold the next one for ever.
+    assert {task_id: t["timeout_hours"] for task_id, t in dag["tasks"].items()} == {
+        "plan": 0.25, "build_samples": 3, "train_due": 0.1, "train": 6, "score": 2, "report": 0.5}
     assert dag["schedule"] == {"timetable": "CronDataIntervalTimetable", "expression": "0 2 * * *",
                                "timezone": "UTC"}
     # The run for ds 2026-10-10 starts once that day is over, at 02:00 UTC the next day.
@@ -78,36 +87,46 @@ def test_retries_catchup_and_schedule(dag):
                           "run_after": "2026-10-11T02:00:00+00:00"}
 
 
+def test_only_force_train_is_a_param(dag):
+    # repo and conf_path name what runs: the Variable sets them, never a trigger form.
+    assert dag["params"] == {"force_train": False}
+
+
+def test_the_plan_comes_from_the_project(dag):
+    conf = "--conf /opt/mtrank/conf/cluster.yaml"
+    assert dag["rendered"]["plan"]["bash_command"] == (
+        f"set -o pipefail; {PYTHON} {PLAN_JOB} {conf} --date 2026-10-10 | tail -n 1")
+    assert dag["rendered_forced"]["plan"]["bash_command"] == (
+        f"set -o pipefail; {PYTHON} {PLAN_JOB} {conf} --date 2026-10-10 --set nightly.force_train=true | tail -n 1")
+    # The plan's JSON (its last line) goes to XCom parsed; the gate is its train.due.
+    assert dag["plan_output"] == {"train": {"due": True}}
+    assert dag["train_due"] == {"true": True, "false": False}
+
+
 def test_rendered_job_arguments(dag):
     jobs = dag["rendered"]
     conf = ["--conf", "/opt/mtrank/conf/cluster.yaml"]
     assert jobs["build_samples"]["application"] == "/opt/mtrank/jobs/build_samples.py"
     assert jobs["build_samples"]["application_args"] == [*conf, "--date", "2026-10-10"]
-    # 14 days ending 6 days before ds: their validation and test days (the next two) are final too.
+    # train trains the plan's window of the night: the DAG computes no dates.
     assert jobs["train"]["application"] == "/opt/mtrank/jobs/train.py"
-    assert jobs["train"]["application_args"] == [*conf, "--start", "2026-09-21", "--end", "2026-10-04"]
+    assert jobs["train"]["application_args"] == [*conf, "--date", "2026-10-10"]
     assert jobs["score"]["application"] == "/opt/mtrank/jobs/score.py"
-    assert jobs["score"]["application_args"] == [*conf, "--date", "2026-10-10", "--model-id", "latest"]
+    assert jobs["score"]["application_args"] == [*conf, "--date", "2026-10-10"]
     assert jobs["score"]["name"] == "mtrank_score_2026-10-10"
+    assert jobs["report"]["application"] == "/opt/mtrank/jobs/report.py"
+    assert jobs["report"]["application_args"] == conf
+    # force_train reaches the plan only: train trains the same window either way.
+    assert dag["rendered_forced"]["train"] == jobs["train"]
 
 
 def test_spark_settings(dag):
     for job in dag["rendered"].values():
-        assert job["conn_id"] == "spark_default"
-        assert job["packages"] == "io.delta:delta-spark_2.13:4.0.1"
-        assert job["conf"]["spark.pyspark.python"] == "/opt/mtrank/.venv/bin/python"
-        assert job["conf"]["spark.executor.memory"] == "8g"
-
-
-def test_absolute_conf_path_is_kept(dag):
-    args = dag["rendered_absolute_conf"]["score"]["application_args"]
-    assert args[:2] == ["--conf", "/etc/mtrank/prod.yaml"]
-
-
-def test_train_runs_on_the_weekday_or_when_forced(dag):
-    assert dag["params"]["train_weekday"] == "sunday"
-    assert dag["train_due"] == {"2026-10-10": False, "2026-10-11": True}
-    assert dag["train_due_forced"] is True
+        if "conn_id" in job:
+            assert job["conn_id"] == "spark_default"
+            assert job["packages"] == "io.delta:delta-spark_2.13:4.0.1"
+            assert job["conf"]["spark.pyspark.python"] == PYTHON
+            assert job["conf"]["spark.executor.memory"] == "8g"
 
 
 def test_variable_overrides_settings(facts):
@@ -116,10 +135,12 @@ def test_variable_overrides_settings(facts):
     assert dag["schedule"]["expression"] == "30 1 * * *"
     assert dag["run"]["logical_date"] == "2026-10-10T01:30:00+00:00"
     assert {t["retries"] for t in dag["tasks"].values()} == {5}
+    assert dag["tasks"]["train"]["timeout_hours"] == 8 and dag["tasks"]["score"]["timeout_hours"] == 2
     train = dag["rendered"]["train"]
     assert train["conn_id"] == "spark_yarn"
     assert train["application"] == "/srv/mtrank/jobs/train.py"
-    assert train["application_args"] == ["--conf", "/srv/mtrank/conf/cluster.yaml",
-                                         "--start", "2026-09-07", "--end", "2026-10-04"]
+    # An absolute conf_path is kept as it is.
+    assert train["application_args"] == ["--conf", "/etc/mtrank/prod.yaml", "--date", "2026-10-10"]
     assert train["conf"]["spark.pyspark.python"] == "/srv/mtrank/.venv/bin/python"
-    assert dag["train_due"] == {"2026-10-10": True, "2026-10-11": False}
+    assert dag["rendered"]["plan"]["bash_command"].startswith(
+        "set -o pipefail; /srv/mtrank/.venv/bin/python /srv/mtrank/jobs/plan.py --conf /etc/mtrank/prod.yaml ")
