@@ -3,8 +3,15 @@ epoch with early stopping on the tasks' normalized validation loss, a checkpoint
 resume from it, deterministic under a seed.
 
 A checkpoint holds tensors and plain values only (model, optimizers, loss weighting, torch RNG
-state, epoch, step, best weights, history), so it loads with ``weights_only=True``. Batch order
-depends on (seed, epoch) alone, so a resumed run repeats an uninterrupted one.
+state, epoch, step, best weights, history, the run's fingerprint), so it loads with
+``weights_only=True``. Batch order depends on (seed, epoch) alone, so a resumed run repeats an
+uninterrupted one. A checkpoint is resumed only when its fingerprint (the caller's hash of what
+decides the result: model, conf, training rows) matches; one of another run is ignored.
+
+A run fails (``RunFailure``) rather than produce a model nobody should use or run unattended for
+ever: a training loss that is NaN or infinite stops it at that step, and so does the wall clock
+passing ``training.time_limit_minutes``. A validation score that is not finite is never kept as
+the best.
 """
 from __future__ import annotations
 
@@ -20,8 +27,9 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import TrainingConf
+from pipeline.errors import RunFailure
 from pipeline.models import LossWeighting, RankingModel
-from pipeline.training.distributed import SingleProcess
+from pipeline.training.distributed import SingleProcess, time_limit_failure
 
 CHECKPOINT = "checkpoint.pt"
 Batch = dict[str, torch.Tensor]
@@ -78,7 +86,8 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
         validation: Callable[[], Iterable[Batch]], steps_per_epoch: int, conf: TrainingConf, *,
         min_steps_per_epoch: Optional[int] = None, checkpoint_dir: Optional[str] = None,
         stop_after_epoch: Optional[int] = None, progress: bool = True,
-        ranks: SingleProcess = SingleProcess()) -> TrainResult:
+        ranks: SingleProcess = SingleProcess(), fingerprint: str = "",
+        time_limit_s: Optional[float] = None) -> TrainResult:
     """Trains ``model`` in place and leaves it with the weights of its best validation.
 
     The deep part (every parameter outside ``model.wide``) trains for ``training.deep_epochs``
@@ -108,7 +117,16 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
         stop_after_epoch: stop after this epoch as if killed (tests of resume).
         progress: show a progress bar (rank 0).
         ranks: the process group (``SingleProcess`` or ``HorovodRanks``).
+        fingerprint: identifies the run in its checkpoint; a checkpoint with another one is
+            ignored (training starts fresh and overwrites it after the first epoch).
+        time_limit_s: wall-clock seconds the loop may run; default
+            ``training.time_limit_minutes``.
+
+    Raises:
+        RunFailure: a training loss is NaN or infinite, or the time limit has passed.
     """
+    limit = conf.time_limit_minutes * 60.0 if time_limit_s is None else time_limit_s
+    deadline = time.monotonic() + limit
     torch.manual_seed(conf.seed)
     optimizers = {name: ranks.distributed(optimizer, model, weighting)
                   for name, optimizer in make_optimizers(model, weighting, conf, ranks.size).items()}
@@ -119,7 +137,7 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
              "best_model": copy.deepcopy(model.state_dict())}
     path = os.path.join(checkpoint_dir, CHECKPOINT) if checkpoint_dir else None
     if path and os.path.exists(path):
-        state = _restore(path, model, optimizers, weighting)
+        state = _restore(path, model, optimizers, weighting, fingerprint, announce=ranks.rank == 0) or state
 
     # Without a wide part nothing trains once the deep part is done.
     epochs = conf.epochs if model.wide is not None else min(conf.epochs, conf.deep_epochs or conf.epochs)
@@ -133,7 +151,9 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
         bar = tqdm(train(epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{conf.epochs}",
                    unit="batch", disable=not progress or ranks.rank != 0, leave=False)
         for step_in_epoch, batch in enumerate(bar, start=1):
-            losses = model.losses(model(batch["cat"], batch["num"]), batch)
+            losses = _losses(model, model(batch["cat"], batch["num"]), batch,
+                             f"training loss is nan ({{}}) at epoch {epoch}, step {step_in_epoch}: "
+                             f"lower training.learning_rate or check the inputs")
             total = weighting.total(losses, model.shared_parameters())
             factor = lr_factor(state["step"], total_steps, conf)
             for name, optimizer in optimizers.items():
@@ -145,6 +165,10 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
                 optimizer.step()
             state["step"] += 1
             _accumulate(sums, losses, len(batch["click"]))
+            # The sums are Python floats already: a non-finite one is this step's loss, no extra sync.
+            _check_finite(sums, losses, epoch, step_in_epoch)
+            if time.monotonic() > deadline:
+                raise time_limit_failure(limit)
             bar.set_postfix({k: f"{v / sums['rows']:.4f}" for k, v in sums.items() if k != "rows"}, refresh=False)
             if step_in_epoch in points:
                 counted = _validate(model, weighting, validation, sums, epoch - 1 + step_in_epoch / steps_per_epoch,
@@ -160,9 +184,11 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
             counted = _validate(model, weighting, validation, sums, float(epoch), time.perf_counter() - started,
                                 state, ranks)
             samples, seconds = samples + counted[0], seconds + counted[1]
+        if time.monotonic() > deadline:
+            raise time_limit_failure(limit)
         state["epoch"] = epoch
         if path and ranks.rank == 0:
-            _save(path, state, model, optimizers, weighting)
+            _save(path, {**state, "fingerprint": fingerprint}, model, optimizers, weighting)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     model.load_state_dict(state["best_model"])
@@ -184,7 +210,7 @@ def _validate(model: RankingModel, weighting: LossWeighting, validation: Callabl
         "samples_per_second": count / elapsed if elapsed else 0.0,
         "train": {k: v / max(count, 1) for k, v in sums.items()}, "validation": losses,
         "normalized_entropy": scores, "score": score, "weights": dict(weighting.weights())})
-    if score < state["best_score"] - 1e-6:
+    if math.isfinite(score) and score < state["best_score"] - 1e-6:
         state.update(best_score=score, best_epoch=round(epoch, 2), stale=0,
                      best_model=copy.deepcopy(model.state_dict()))
     else:
@@ -195,6 +221,27 @@ def _validate(model: RankingModel, weighting: LossWeighting, validation: Callabl
 def _zeros(weighting: LossWeighting) -> dict[str, float]:
     """Row count and loss sums at zero: the same keys on every rank, even one with no batch."""
     return dict.fromkeys(("rows", *weighting.task_names), 0.0)
+
+
+def _losses(model: RankingModel, logits: Mapping[str, torch.Tensor], batch: Batch,
+            failure: str) -> dict[str, torch.Tensor]:
+    """``model.losses``, or ``RunFailure(failure)`` naming an output that is not finite when a loss
+    refuses it (BCE over a product of probabilities raises on NaN instead of returning NaN)."""
+    try:
+        return model.losses(logits, batch)
+    except RuntimeError:
+        bad = next((name for name, value in logits.items() if not torch.isfinite(value).all()), None)
+        if bad is None:
+            raise
+        raise RunFailure(failure.format(f"output {bad} is not finite")) from None
+
+
+def _check_finite(sums: Mapping[str, float], losses: Mapping[str, torch.Tensor], epoch: int, step: int) -> None:
+    """Raises ``RunFailure`` naming the first loss whose running sum is NaN or infinite."""
+    for name in losses:
+        if not math.isfinite(sums[name]):
+            raise RunFailure(f"training loss {name} is {float(losses[name].detach()):g} at epoch {epoch}, step {step}: "
+                             f"lower training.learning_rate or check the inputs")
 
 
 def _accumulate(sums: dict[str, float], losses: Mapping[str, torch.Tensor], rows: int) -> None:
@@ -228,7 +275,8 @@ def validation_scores(model: RankingModel, batches: Iterable[Batch],
     sums = dict.fromkeys(("rows", *model.loss_names, *(f"{e}.{k}" for e in scored for k in ("n", "y", "logloss"))), 0.0)
     for batch in batches:
         logits = model(batch["cat"], batch["num"])
-        _accumulate(sums, model.losses(logits, batch), len(batch["click"]))
+        _accumulate(sums, _losses(model, logits, batch, "validation loss is nan ({}): check the validation inputs"),
+                    len(batch["click"]))
         probabilities = model.probabilities(logits)
         for estimate in scored:
             label, mask = SCORED[estimate]
@@ -268,8 +316,14 @@ def _save(path: str, state: dict, model: nn.Module, optimizers: Mapping[str, tor
 
 
 def _restore(path: str, model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
-             weighting: nn.Module) -> dict:
+             weighting: nn.Module, fingerprint: str, *, announce: bool) -> Optional[dict]:
+    """Loads the checkpoint into the model, optimizers and weighting and returns the loop state;
+    ``None`` (nothing loaded) when it belongs to another run."""
     payload = torch.load(path, weights_only=True)
+    if payload.pop("fingerprint", None) != fingerprint:
+        if announce:
+            print(f"ignoring checkpoint of another run (conf or training set changed): {path}")
+        return None
     model.load_state_dict(payload.pop("model"))
     for name, state in payload.pop("optimizers").items():
         optimizers[name].load_state_dict(state)

@@ -9,12 +9,18 @@ own shard; with 1 it runs in this process. Rank 0 writes checkpoints and the art
 process evaluates the artifact on the report days and writes the ``models`` registry row.
 
 A run killed midway leaves ``<artifacts>/_checkpoints/<model>-<start>-<end>/``; the same command
-resumes from its last epoch, with any number of processes.
+resumes from its last epoch, with any number of processes. The checkpoint records a fingerprint
+of the run (model, training conf, the training rows' encoders, priors and row counts); a
+checkpoint with another fingerprint is ignored and training starts fresh. A training job past
+``training.time_limit_minutes`` fails (``RunFailure``), with several processes too (a hung rank
+included: see ``run_on_spark``).
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -106,6 +112,7 @@ class RankJob:
     artifact_dir: str
     stop_after_epoch: Optional[int]
     progress: bool
+    fingerprint: str  # of the run, kept in its checkpoint (see ``run_fingerprint``)
 
 
 def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, *,
@@ -132,13 +139,17 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
                   encoders=training_set.encoders,
                   train_files=files["train"], validation_files=files["validation"], num_proc=num_proc,
                   checkpoint_dir=checkpoints, artifact_dir=os.path.join(cfg.artifacts_path, model_id),
-                  stop_after_epoch=stop_after_epoch, progress=progress)
+                  stop_after_epoch=stop_after_epoch, progress=progress,
+                  fingerprint=run_fingerprint(spec, training_set.encoders, training_set.priors, cfg.training,
+                                              files["train"], files["validation"]))
     if num_proc == 1:
         result = train_on_rank(job)
     else:
         errors = os.path.join(checkpoints, "_errors")
         shutil.rmtree(errors, ignore_errors=True)
-        result = run_on_spark(train_on_rank, num_proc=num_proc, args=(job,), error_dir=errors)[0]
+        result = run_on_spark(train_on_rank, num_proc=num_proc, args=(job,), error_dir=errors,
+                              time_limit_s=cfg.training.time_limit_minutes * 60.0,
+                              stall_seconds=cfg.training.stall_seconds)[0]
     if stop_after_epoch is not None and result.epochs_run < cfg.training.epochs:
         raise PipelineError(f"stopped after epoch {result.epochs_run} as asked; run again to resume")
 
@@ -162,6 +173,34 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
                         seconds=time.perf_counter() - clock)
 
 
+# Training conf keys that leave the trained weights as they are (a checkpoint resumes with any
+# number of processes, and after a run that hit its time limit).
+NOT_FINGERPRINTED = ("num_proc", "time_limit_minutes", "stall_seconds", "test_days")
+
+
+def run_fingerprint(spec: ModelSpec, encoders: Encoders, priors: dict[str, float], conf: TrainingConf,
+                    train_files: tuple[DataFile, ...], validation_files: tuple[DataFile, ...]) -> str:
+    """A hash of what decides a run's weights besides its dates: the model spec, the training conf
+    and the training rows, seen through their encoders, label priors and row counts. (Not the
+    training set's Delta version: every run writes a new one, also for unchanged samples.)"""
+    training = {k: v for k, v in to_dict(conf).items() if k not in NOT_FINGERPRINTED}
+    described = {"model": dataclasses.asdict(spec), "training": training, "encoders": dataclasses.asdict(encoders),
+                 "priors": priors, "rows": [sum(f.rows for f in train_files), sum(f.rows for f in validation_files)]}
+    return hashlib.sha256(json.dumps(_rounded(described), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _rounded(value):
+    """``value`` with every float to 9 significant digits: Spark's aggregates may differ in the last
+    bits between runs over the same rows."""
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, dict):
+        return {str(k): _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def train_on_rank(job: RankJob) -> TrainResult:
     """The training loop of one process: its shard of the snapshot's files through Petastorm.
 
@@ -182,7 +221,7 @@ def train_on_rank(job: RankJob) -> TrainResult:
                  validation=lambda: read_batches(job.validation_files, batch_size=4 * conf.batch_size, **shard),
                  steps_per_epoch=max(steps), min_steps_per_epoch=min(steps), conf=conf,
                  checkpoint_dir=job.checkpoint_dir, stop_after_epoch=job.stop_after_epoch,
-                 progress=job.progress, ranks=ranks)
+                 progress=job.progress, ranks=ranks, fingerprint=job.fingerprint)
     if ranks.rank == 0 and (job.stop_after_epoch is None or result.epochs_run >= conf.epochs):
         save_artifact(job.artifact_dir, spec=job.spec, inputs=job.inputs, network=network, encoders=job.encoders,
                       metrics={}, history=result.history, cfg=job.cfg)
@@ -191,14 +230,19 @@ def train_on_rank(job: RankJob) -> TrainResult:
 
 def train_in_memory(spec: ModelSpec, inputs: Inputs, priors: dict[str, float], conf: TrainingConf,
                     train: dict[str, torch.Tensor], validation: dict[str, torch.Tensor], *,
-                    progress: bool = False) -> tuple[RankingModel, TrainResult]:
+                    progress: bool = False, checkpoint_dir: Optional[str] = None, fingerprint: str = "",
+                    stop_after_epoch: Optional[int] = None,
+                    time_limit_s: Optional[float] = None) -> tuple[RankingModel, TrainResult]:
     """The training loop of one process over tensors already in memory (``to_tensors``): the same
-    model, weighting and loop as ``train_on_rank``, without a reader (benchmarks, the quality suite)."""
+    model, weighting and loop as ``train_on_rank``, without a reader (benchmarks, the quality suite).
+    The keyword arguments are ``fit``'s."""
     network = make_model(spec, inputs, priors, conf.seed)
     result = fit(network, make_model_weighting(network, conf),
                  train=lambda epoch: batches(train, conf.batch_size, shuffle=True, seed=conf.seed, epoch=epoch),
                  validation=lambda: batches(validation, 4 * conf.batch_size, shuffle=False),
-                 steps_per_epoch=-(-len(train["click"]) // conf.batch_size), conf=conf, progress=progress)
+                 steps_per_epoch=-(-len(train["click"]) // conf.batch_size), conf=conf, progress=progress,
+                 checkpoint_dir=checkpoint_dir, fingerprint=fingerprint, stop_after_epoch=stop_after_epoch,
+                 time_limit_s=time_limit_s)
     return network, result
 
 

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from pipeline.errors import PipelineError
+from pipeline.errors import RunFailure
 from pipeline.training.distributed import HorovodRanks, allreduce_probe, run_on_spark
 
 
@@ -27,5 +27,6 @@ def fail_on_rank_one() -> None:
 
 
 def test_a_failing_rank_fails_the_job_with_its_error(spark, tmp_path):
-    with pytest.raises(PipelineError, match="training failed on rank-1: ValueError: rank 1 cannot read its shard"):
+    # A rank's error is a failed run (exit status 1); only a PipelineError it raises stays one.
+    with pytest.raises(RunFailure, match="^training failed on rank-1: ValueError: rank 1 cannot read its shard$"):
         run_on_spark(fail_on_rank_one, num_proc=2, error_dir=str(tmp_path))

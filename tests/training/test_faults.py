@@ -1,0 +1,188 @@
+"""Training that fails instead of hanging, registering garbage or resuming another run's
+checkpoint: NaN losses, the time limit (one process, and a hung Horovod rank), checkpoint
+fingerprints."""
+import dataclasses
+import json
+import os
+import time
+
+import psutil
+import pytest
+import torch
+
+from pipeline.config import TrainingConf
+from pipeline.errors import PipelineError, RunFailure
+from pipeline.io import delta
+from pipeline.models.base import output_priors
+from pipeline.synth.generate import generate
+from pipeline.training.distributed import HorovodRanks, _job_failure, run_on_spark
+from pipeline.training.loop import CHECKPOINT
+from pipeline.training.train import train_in_memory, train_model
+
+from tests.models.conftest import INPUTS, small_spec, toy_data
+from tests.samples.conftest import backfill, make_cfg
+from tests.training.test_train import END, START, WORLD
+
+PRIORS = output_priors(0.3, 0.1)
+CONF = TrainingConf(epochs=2, batch_size=100, patience=5, deep_epochs=None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models: a second thread only adds contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_data(rows=1000, seed=7), toy_data(rows=300, seed=8)
+
+
+@pytest.mark.parametrize("name", ["ctr_dnn", "esmm"])  # a loss of logits; one of a product of probabilities
+def test_a_non_finite_training_loss_fails_the_run(toy, name):
+    train, validation = toy
+    broken = {**train, "num": train["num"].clone()}
+    broken["num"][500, 0] = float("inf")
+    with pytest.raises(RunFailure, match=r"^training loss (\w+ is (nan|inf)|is nan \(output \w+ is not finite\)) "
+                                         r"at epoch 1, step \d+: lower training.learning_rate or check the inputs$"):
+        train_in_memory(small_spec(name), INPUTS, PRIORS, CONF, broken, validation)
+
+
+def test_the_time_limit_stops_one_process(toy):
+    train, validation = toy
+    started = time.monotonic()
+    with pytest.raises(RunFailure, match=r"^training exceeded training.time_limit_minutes=0.0005$"):
+        train_in_memory(small_spec(), INPUTS, PRIORS, dataclasses.replace(CONF, epochs=1000), train, validation,
+                        time_limit_s=0.03)
+    assert time.monotonic() - started < 10
+
+
+def test_a_checkpoint_resumes_only_the_run_it_fingerprints(toy, tmp_path, capsys):
+    train, validation = toy
+    spec, run = small_spec(), {"checkpoint_dir": str(tmp_path), "fingerprint": "run-a"}
+    train_in_memory(spec, INPUTS, PRIORS, CONF, train, validation, stop_after_epoch=1, **run)
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert saved["fingerprint"] == "run-a" and saved["epoch"] == 1
+
+    # Another run (here a wider embedding: its weights would not even load) starts fresh.
+    wider = dataclasses.replace(spec, embedding_dim=16)
+    _, fresh = train_in_memory(wider, INPUTS, PRIORS, CONF, train, validation, stop_after_epoch=1,
+                               checkpoint_dir=str(tmp_path), fingerprint="run-b")
+    assert capsys.readouterr().out.strip() == (f"ignoring checkpoint of another run (conf or training set changed): "
+                                               f"{tmp_path / CHECKPOINT}")
+    assert fresh.epochs_run == 1 and fresh.history[0]["seconds"] != saved["history"][0]["seconds"]
+
+    # The same run resumes from its epoch: its first validations are the checkpoint's own.
+    train_in_memory(spec, INPUTS, PRIORS, CONF, train, validation, stop_after_epoch=1, **run)
+    capsys.readouterr()  # its own checkpoint was run-b's: ignored
+    kept = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    _, resumed = train_in_memory(spec, INPUTS, PRIORS, CONF, train, validation, **run)
+    assert "ignoring" not in capsys.readouterr().out
+    assert resumed.epochs_run == 2 and resumed.history[:len(kept["history"])] == kept["history"]
+
+
+def test_a_non_finite_validation_score_is_never_the_best(toy):
+    train, validation = toy
+    broken = {**validation, "num": validation["num"].clone()}
+    broken["num"][0, 1] = float("nan")
+    model, result = train_in_memory(small_spec("ctr_dnn"), INPUTS, PRIORS, dataclasses.replace(CONF, patience=0),
+                                    train, broken)
+    assert all(row["score"] != row["score"] for row in result.history)  # NaN, every one
+    assert result.best_epoch == 0.0 and result.epochs_run == 1  # stopped; the initial weights kept
+
+
+# --- through train_model: a small world (the training world of test_train.py, fewer exposures)
+
+SMALL_WORLD = [*WORLD, "synth.exposures_per_day=4000", "training.epochs=2", "training.patience=5",
+               "model.name=shared_bottom"]
+
+
+@pytest.fixture(scope="module")
+def small_world(spark, tmp_path_factory):
+    cfg = make_cfg(tmp_path_factory.mktemp("faults"), *SMALL_WORLD)
+    generate(cfg, progress=False)
+    backfill(spark, cfg, "2026-10-01", "2026-10-08")
+    return cfg
+
+
+def test_a_run_whose_loss_goes_nan_registers_nothing(spark, small_world):
+    cfg = make_cfg(small_world.storage.root, *SMALL_WORLD, "training.learning_rate=1.0e+30",
+                   "training.embedding_learning_rate=1.0e+30")
+    models = small_world.table_path("models")
+    before = delta.read_table(spark, models).count() if os.path.exists(models) else 0
+    with pytest.raises(RunFailure, match=r"^training loss .* at epoch 1, step \d+: lower training.learning_rate"):
+        train_model(spark, cfg, START, END, num_proc=1, progress=False)
+    after = delta.read_table(spark, models).count() if os.path.exists(models) else 0
+    assert after == before
+
+
+def test_train_model_ignores_the_checkpoint_of_another_conf(spark, small_world, capsys):
+    checkpoint = os.path.join(small_world.artifacts_path, "_checkpoints", "shared_bottom-20261001-20261002",
+                              CHECKPOINT)
+    with pytest.raises(PipelineError, match="stopped after epoch 1"):
+        train_model(spark, small_world, START, END, num_proc=1, progress=False, stop_after_epoch=1)
+    narrower = make_cfg(small_world.storage.root, *SMALL_WORLD, "model.embedding_dim=8")
+    with pytest.raises(PipelineError, match="stopped after epoch 1"):
+        train_model(spark, narrower, START, END, num_proc=1, progress=False, stop_after_epoch=1)
+    assert f"ignoring checkpoint of another run (conf or training set changed): {checkpoint}" in capsys.readouterr().out
+    kept = torch.load(checkpoint, weights_only=True)["history"]
+
+    # The same conf again (a new training-set version of the same rows) resumes.
+    resumed = train_model(spark, narrower, START, END, num_proc=1, progress=False)
+    assert "ignoring" not in capsys.readouterr().out
+    with open(os.path.join(resumed.artifact_uri, "history.json"), encoding="utf-8") as fh:
+        history = json.load(fh)
+    assert resumed.epochs_run == 2
+    assert [h["seconds"] for h in history[:len(kept)]] == [h["seconds"] for h in kept]
+
+
+# --- a hung Horovod rank
+
+def hang_on_rank_one() -> None:
+    ranks = HorovodRanks()
+    if ranks.rank == 1:
+        time.sleep(3600)  # a rank stuck for good (a dead mount, a deadlock)
+    ranks.sum({"x": 1.0})  # rank 0 waits here for its peer
+
+
+def _ranks_alive() -> list[psutil.Process]:
+    """Processes under this one that run a Horovod rank."""
+    alive = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if any("horovod.spark.task" in part for part in process.cmdline()):
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_a_hung_rank_fails_the_job_at_the_time_limit(spark, tmp_path):
+    limit = 24.0
+    started = time.monotonic()
+    with pytest.raises(RunFailure, match=r"^training exceeded training.time_limit_minutes=0.4$"):
+        run_on_spark(hang_on_rank_one, num_proc=2, error_dir=str(tmp_path), time_limit_s=limit, stall_seconds=600)
+    assert time.monotonic() - started < limit + 30
+    # Nothing left behind for the next tests of the session: no Spark job, no rank process.
+    deadline = time.monotonic() + 30
+    while (_ranks_alive() or spark.sparkContext.statusTracker().getActiveJobsIds()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not spark.sparkContext.statusTracker().getActiveJobsIds()
+    assert not _ranks_alive()
+
+
+def test_a_rank_input_error_stays_an_input_error(tmp_path):
+    # What run_on_spark raises from the records its ranks leave (_record_errors writes them).
+    def failure(**records):
+        for rank, record in records.items():
+            (tmp_path / f"{rank}.json").write_text(json.dumps(record))
+        return _job_failure(RuntimeError("Horovod detected that one or more processes exited\nwith non-zero status"),
+                            str(tmp_path), None, None, 60)
+
+    error = failure(**{"rank-0": {"error": "Horovod has been shut down", "input": False, "shutdown": True}})
+    assert isinstance(error, RunFailure) and "training.stall_seconds=60" in str(error)
+    error = failure(**{"rank-1": {"error": "no rows in shard 1", "input": True, "shutdown": False}})
+    assert isinstance(error, PipelineError) and str(error) == "training failed on rank-1: no rows in shard 1"
