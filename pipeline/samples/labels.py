@@ -53,12 +53,6 @@ class RunDates:
         return day.between(F.lit(self.start), F.lit(self.end))
 
 
-def nightly_dates(day: dt.date, labels: LabelsConf) -> RunDates:
-    """Run for ``day``: rebuilds the ``lookback_days`` earlier partitions too, so late clicks and
-    conversions reach them, and the oldest of them becomes final."""
-    return backfill_dates(day - dt.timedelta(days=labels.lookback_days), day, labels)
-
-
 def healing_start(day: dt.date, finality: Mapping[dt.date, bool], labels: LabelsConf) -> dt.date:
     """The first date the nightly run for ``day`` rebuilds: the oldest date, at most
     ``labels.max_rebuild_days`` before ``day``, whose partition is missing or not final
