@@ -8,6 +8,7 @@ and exits with status 1; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -34,19 +35,20 @@ def _generate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _build_samples(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.samples.build import build_samples
-    from pipeline.samples.labels import backfill_dates, nightly_dates
+    from pipeline.samples.build import build_nightly, build_samples
+    from pipeline.samples.labels import backfill_dates
     from pipeline.spark import get_spark
 
     if args.date:
-        mode, dates = "nightly", nightly_dates(parse_date(args.date, "--date"), cfg.labels)
+        day = parse_date(args.date, "--date")
+        print(build_nightly(get_spark(cfg, app_name="mtrank-build-samples"), cfg, day).line())
     elif args.start and args.end:
         start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
         date_range(start, end)  # rejects end < start
-        mode, dates = "backfill", backfill_dates(start, end, cfg.labels)
+        dates = backfill_dates(start, end, cfg.labels)
+        print(build_samples(get_spark(cfg, app_name="mtrank-build-samples"), cfg, dates, "backfill").line())
     else:
         raise PipelineError("give --date D, or --start D1 with --end D2")
-    print(build_samples(get_spark(cfg, app_name="mtrank-build-samples"), cfg, dates, mode).line())
     return 0
 
 
@@ -67,7 +69,7 @@ def _train(cfg: Config, args: argparse.Namespace) -> int:
 
     spark = get_spark(cfg, app_name="mtrank-train")
     summary = train_model(spark, cfg, start, end, model_name=model,
-                          num_proc=args.num_proc or cfg.training.num_proc)
+                          num_proc=args.num_proc or cfg.training.num_proc, promote=not args.no_promote)
     print(summary.line())
     return 0
 
@@ -103,11 +105,33 @@ def _plan(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _score(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.scoring.score import LATEST, score
+    from pipeline.registry import CHAMPION
+    from pipeline.scoring.score import score
     from pipeline.spark import get_spark
 
     date = _one_date(args)
-    print(score(get_spark(cfg, app_name="mtrank-score"), cfg, date, model_id=args.model_id or LATEST).line())
+    print(score(get_spark(cfg, app_name="mtrank-score"), cfg, date, model_id=args.model_id or CHAMPION).line())
+    return 0
+
+
+def _promote(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.registry import promote
+    from pipeline.spark import get_spark
+
+    print(promote(get_spark(cfg, app_name="mtrank-promote"), cfg, args.model_id).line())
+    return 0
+
+
+def _models(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.registry import models_frame
+    from pipeline.spark import get_spark
+
+    frame = models_frame(get_spark(cfg, app_name="mtrank-models"), cfg)
+    if frame is None or frame.empty:
+        print(f"no models registered in {cfg.table_path('models')} yet; run pipeline train first")
+        return 0
+    print(f"{len(frame)} models in {cfg.table_path('models')}, newest first:")
+    print(frame.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     return 0
 
 
@@ -199,6 +223,8 @@ COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
     "build-samples": ("raw logs -> entire-space samples, quarantine and a runs row (Delta)", _build_samples),
     "train": ("train one model on a date range of samples, evaluate and register it", _train),
     "score": ("score a day's rows with a registered model, fuse, and write the scores partition", _score),
+    "models": ("print the models registry, newest first: window, metrics, alias and gate decision", _models),
+    "promote": ("make a registered model the champion that score uses, bypassing the gate", _promote),
     "top-scores": ("print the highest fused scores of a day, read back from the scores table", _top_scores),
     "fusion-weights": ("compute the dynamic fusion's segment weights from final, scored days", _fusion_weights),
     "fusion-train": ("train the learned fusion gate on a final, scored day", _fusion_train),
@@ -230,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ONE_DATE_COMMANDS:
             sub.add_argument("--date", metavar="YYYY-MM-DD", help="the day to score, compute, train or evaluate")
         if name == "score":
-            sub.add_argument("--model-id", metavar="M", help="a registered model id (default: latest)")
+            sub.add_argument("--model-id", metavar="M",
+                             help="a registered model id, champion or latest (default: champion)")
+        if name == "promote":
+            sub.add_argument("model_id", metavar="MODEL_ID", help="a registered model id (see pipeline models)")
         if name == "top-scores":
             sub.add_argument("--k", type=int, default=10, help="how many rows (default 10)")
         if name == "import-aliccp":
@@ -241,14 +270,37 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             sub.add_argument("--model", choices=list(MODELS), help="model to train (default: model.name)")
             sub.add_argument("--num-proc", type=int, help="processes (default: training.num_proc)")
+            sub.add_argument("--no-promote", action="store_true",
+                             help="register a candidate only, without the promotion gate (experiments, backfills)")
     return parser
+
+
+LOCKED_COMMANDS = ("run", "build-samples", "train", "score")  # they write tables for a date
+
+
+def _one_run_at_a_time(cfg: Config, args: argparse.Namespace):
+    """The lock of the command and its date (``--date``, else ``--end``); see pipeline/io/lock.py."""
+    key = getattr(args, "date", None) or getattr(args, "end", None)
+    if args.command not in LOCKED_COMMANDS or not key:
+        return contextlib.nullcontext()
+    from pipeline.io.lock import HadoopFiles, job_lock
+
+    def remote_files() -> HadoopFiles:
+        from pipeline.spark import get_spark
+
+        return HadoopFiles(get_spark(cfg))
+
+    day = parse_date(key, "--date" if getattr(args, "date", None) else "--end")
+    return job_lock(cfg.storage.root, args.command, day.isoformat(), wait_seconds=cfg.storage.lock_wait_seconds,
+                    files_for_remote=remote_files)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.conf, args.overrides)
-        return COMMANDS[args.command][1](cfg, args)
+        with _one_run_at_a_time(cfg, args):
+            return COMMANDS[args.command][1](cfg, args)
     except PipelineError as err:
         print(f"pipeline {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

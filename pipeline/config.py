@@ -474,11 +474,17 @@ class PromotionConf:
     """The gate between a trained model (a candidate) and the champion that ``score`` uses."""
 
     tolerance: float = 0.01               # a candidate may be this much below the champion on each metric
-    metrics: tuple[str, ...] = ("auc_ctr", "auc_ctcvr")  # compared on the candidate's report days (higher is better)
+    # <task>.<metric> keys of the metrics JSON, compared on the candidate's report days (higher is better)
+    metrics: tuple[str, ...] = ("ctr.auc", "ctcvr.auc")
 
     def __post_init__(self) -> None:
-        _require(self.tolerance >= 0, "promotion.tolerance must be >= 0")
+        _require(math.isfinite(self.tolerance) and self.tolerance >= 0, "promotion.tolerance must be >= 0")
         _require(bool(self.metrics), "promotion.metrics must not be empty")
+        for name in self.metrics:
+            task, _, metric = name.partition(".")
+            _require(task in ("ctr", "cvr", "ctcvr", "cvr_entire_space") and metric in ("auc", "gauc"),
+                     f"promotion.metrics: {name!r} is not <task>.<metric> with a task of ctr, cvr, ctcvr, "
+                     f"cvr_entire_space and a metric of auc, gauc (higher is better)")
 
 
 @dataclass(frozen=True)

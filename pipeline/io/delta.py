@@ -1,16 +1,19 @@
 """Delta Lake reads and writes: the only module that writes tables.
 
 Every write replaces exactly the ``dt`` partitions a run owns (``replaceWhere``), so re-running a
-job for a date never appends duplicates and never touches other dates. A Delta commit is atomic:
-a write that fails leaves the previous version as the table's current version.
+job for a date never appends duplicates and never touches other dates; tables of one row per thing
+(``models``) take inserts and updates keyed by id instead. A Delta commit is atomic: a write that
+fails leaves the previous version as the table's current version.
 """
 from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from pipeline.errors import PipelineError
 
@@ -60,6 +63,83 @@ def append(df: DataFrame, path: str) -> int:
     """Appends ``df`` (for log-like tables such as ``runs``); returns the version committed."""
     df.write.format("delta").mode("append").save(path)
     return current_version(df.sparkSession, path)
+
+
+def add_columns(spark: SparkSession, path: str, schema: StructType) -> bool:
+    """Adds the columns of ``schema`` that the table at ``path`` lacks (schema evolution: an
+    empty append with ``mergeSchema``), so a table written before a column existed keeps working;
+    its rows read null there. One commit that changes no row; none when nothing is missing.
+
+    Returns:
+        Whether columns were added.
+    """
+    if set(schema.fieldNames()) <= set(read_table(spark, path).columns):
+        return False
+    (spark.createDataFrame([], schema).write.format("delta").mode("append")
+     .option("mergeSchema", "true").save(path))
+    return True
+
+
+def insert_rows(df: DataFrame, path: str, *, key: str, unique: Optional[tuple[str, str]] = None) -> int:
+    """Inserts the rows of ``df`` whose ``key`` the table does not hold yet, in one commit (a row
+    whose key it holds is left as it is). Creates the table on first write; adds the columns of
+    ``df`` the table lacks first (``add_columns``).
+
+    Args:
+        df: the rows to insert.
+        path: the table's location.
+        key: the column that identifies a row.
+        unique: ``(column, value)``: the same commit sets ``column`` to null on every other row
+            that holds ``value`` there (a marker at most one row holds, such as the ``models``
+            alias ``champion``): no reader ever sees two holders, or none in between.
+
+    Returns:
+        The table version this write committed.
+    """
+    spark = df.sparkSession
+    if not is_table(spark, path):
+        df.write.format("delta").mode("append").save(path)
+        return current_version(spark, path)
+    from delta.tables import DeltaTable
+
+    add_columns(spark, path, df.schema)
+    merge = (DeltaTable.forPath(spark, path).alias("t")
+             .merge(df.alias("s"), F.col(f"t.`{key}`") == F.col(f"s.`{key}`"))
+             .whenNotMatchedInsertAll())
+    if unique is not None:
+        column, value = unique
+        merge = merge.whenNotMatchedBySourceUpdate(condition=F.col(f"t.`{column}`") == F.lit(value),
+                                                   set={column: F.lit(None).cast(df.schema[column].dataType)})
+    merge.execute()
+    return current_version(spark, path)
+
+
+def move_marker(spark: SparkSession, path: str, *, key: str, key_value: str, column: str, value: str,
+                also: Optional[Mapping[str, Column]] = None) -> int:
+    """Gives the marker ``value`` of ``column`` to the row whose ``key`` is ``key_value`` and
+    takes it from every other row, in one commit (an ``UPDATE``): readers see the old holder or
+    the new one, never two or none. The caller checks that the row exists.
+
+    Args:
+        spark: the session.
+        path: the table's location.
+        key: the column that identifies a row.
+        key_value: the row that gets the marker.
+        column: the marker's column (the table has it: see ``add_columns``).
+        value: the marker.
+        also: more columns to set on the row that gets the marker, as expressions over its columns.
+
+    Returns:
+        The table version this write committed.
+    """
+    from delta.tables import DeltaTable
+
+    is_target = F.col(key) == F.lit(key_value)
+    changes = {column: F.when(is_target, F.lit(value))}  # null on the rows that lose it
+    changes.update({name: F.when(is_target, expression).otherwise(F.col(name))
+                    for name, expression in (also or {}).items()})
+    DeltaTable.forPath(spark, path).update(condition=is_target | (F.col(column) == F.lit(value)), set=changes)
+    return current_version(spark, path)
 
 
 def absolute_uri(path: str) -> str:

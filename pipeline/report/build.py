@@ -167,7 +167,8 @@ def comparison_section(models: Optional[pd.DataFrame]) -> Section:
     if models is None or models.empty:
         return Section(title, (missing("registered models", "train --start D1 --end D2"),), waiting=True)
     return Section(title, (
-        paragraph(f"Registered models: {len(models)}, newest first. AUCs on each model's report days: CTR and "
+        paragraph(f"Registered models: {len(models)}, newest first; alias champion: the model score uses by "
+                  "default. AUCs on each model's report days: CTR and "
                   "CTCVR over all exposures, CVR over clicked ones; oracle: the generator's true probabilities; "
                   "cvr_entire_space: CVR against would-convert labels over all exposures."),
         table(gather.comparison_table(models)),

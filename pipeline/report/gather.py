@@ -133,13 +133,16 @@ def latest_per_type(models: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparison_table(models: pd.DataFrame) -> pd.DataFrame:
-    """One row per registered model: id, type, training days, AUC and oracle AUC per task.
+    """One row per registered model: id, type, alias (``champion``), training days, AUC and oracle
+    AUC per task.
 
-    Columns no model has a value for (no oracle on real data, no entire-space AUC) are left out.
+    Columns no model has a value for (no alias yet, no oracle on real data, no entire-space AUC) are
+    left out.
     """
     rows = []
     for model in models.itertuples(index=False):
         row = {"model_id": model.model_id, "type": model.model_type,
+               "alias": getattr(model, "alias", None),  # absent from a registry written before aliases
                "train range": f"{model.train_start}..{model.train_end}"}
         for task in METRIC_TASKS:
             got = model.metrics.get(task, {})

@@ -1,7 +1,8 @@
 """``pipeline score``: batch inference of a registered model over a day's rows, fused into one
 ranking score and written to the ``scores`` table; and the fusion commands around it.
 
-``score`` resolves the model (``latest``: the newest ``created_at`` of the ``models`` registry),
+``score`` resolves the model (by default the ``champion`` of the ``models`` registry, see
+``pipeline.registry``; ``latest``: the newest ``created_at``; or a model id),
 reads the ``dt = D`` rows of ``samples`` (or of the candidates named by ``scoring.input``),
 encodes them in Spark with the model's encoders, runs the network per partition with
 ``mapInPandas`` (the artifact is loaded once per Python worker, batches of
@@ -47,6 +48,7 @@ from pipeline.config import Config, FusionConf, to_dict
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, encode
 from pipeline.io import delta
+from pipeline.registry import CHAMPION, SCORE_NEEDS, missing_estimates, resolve_model
 from pipeline.scoring import fusion
 from pipeline.scoring.learned import LearnedFusion, train_learned
 from pipeline.training.artifacts import LoadedModel, load_artifact
@@ -54,7 +56,6 @@ from pipeline.training.artifacts import LoadedModel, load_artifact
 KEY_COLUMNS = ("impression_id", "request_id", "user_id", "item_id")
 PREDICTIONS = ("p_ctr", "p_cvr", "p_ctcvr")
 EXTRA_OUTPUTS = ("p_value",)  # written as null when the model has no such head
-LATEST = "latest"
 GATE_PREFIX = "learned-"
 
 # The design's scores table; the key columns are null when the input lacks them, so every
@@ -74,37 +75,6 @@ FUSION_WEIGHTS_SCHEMA = StructType([
 
 # ---------------------------------------------------------------------------------------------
 # The model and the input
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    """A row of the ``models`` registry (the columns scoring needs)."""
-
-    model_id: str
-    model_type: str
-    created_at: dt.datetime
-    artifact_uri: str
-
-
-def resolve_model(spark: SparkSession, cfg: Config, model_id: str = LATEST) -> RegisteredModel:
-    """The registry row of ``model_id``, or of the newest model for ``latest``.
-
-    Raises:
-        PipelineError: no registry, an empty one, or an id it does not hold.
-    """
-    path = cfg.table_path("models")
-    if not delta.is_table(spark, path):
-        raise PipelineError(f"no models registered (no models table at {path}); run pipeline train first")
-    models = delta.read_table(spark, path)
-    if model_id != LATEST:
-        models = models.where(F.col("model_id") == F.lit(model_id))
-    newest_first = models.orderBy(F.col("created_at").desc(), F.col("model_id").desc())
-    rows = newest_first.select("model_id", "model_type", "created_at", "artifact_uri").limit(1).collect()
-    if not rows and model_id == LATEST:
-        raise PipelineError(f"no models registered in {path}; run pipeline train first")
-    if not rows:
-        raise PipelineError(f"unknown model id {model_id!r}: not in the models registry at {path}")
-    return RegisteredModel(**rows[0].asDict())
 
 
 def read_input(spark: SparkSession, cfg: Config, date: dt.date) -> tuple[DataFrame, str]:
@@ -146,9 +116,9 @@ def model_outputs(model: LoadedModel) -> tuple[str, ...]:
         PipelineError: a model without both a CTR and a CVR estimate (a single-task model).
     """
     has = model.network.estimates
-    if not {"p_ctr", "p_cvr"} <= set(has):
+    if missing_estimates(has):
         raise PipelineError(f"model {model.model_id} ({model.name}) estimates only {sorted(has)}; "
-                            f"scores need p_ctr and p_cvr (a multi-task model such as esmm)")
+                            f"scores need {' and '.join(SCORE_NEEDS)} (a multi-task model such as esmm)")
     return (*PREDICTIONS, *[name for name in EXTRA_OUTPUTS if name in has])
 
 
@@ -316,7 +286,7 @@ class ScoreSummary:
                 f"fusion {self.fusion}{source}; scores v{self.version} at {self.path}; {self.seconds:.1f} s")
 
 
-def score(spark: SparkSession, cfg: Config, date: dt.date, *, model_id: str = LATEST,
+def score(spark: SparkSession, cfg: Config, date: dt.date, *, model_id: str = CHAMPION,
           input_table: Optional[str] = None) -> ScoreSummary:
     """Scores the rows of ``date`` and replaces the ``dt = date`` partition of ``scores``.
 
@@ -324,15 +294,15 @@ def score(spark: SparkSession, cfg: Config, date: dt.date, *, model_id: str = LA
         spark: the session.
         cfg: the configuration (``fusion``, ``scoring``, tables).
         date: the partition to score and write.
-        model_id: a registered model id, or ``latest``.
+        model_id: a registered model id, ``champion`` (the default) or ``latest``.
         input_table: overrides ``scoring.input`` (a Delta path or catalog table).
 
     Returns:
         What was written.
 
     Raises:
-        PipelineError: an unknown model, a missing input partition or input column, missing
-            dynamic weights or learned gate; all raised before anything is written.
+        PipelineError: an unknown model, no champion, a missing input partition or input column,
+            missing dynamic weights or learned gate; all raised before anything is written.
     """
     clock = time.perf_counter()
     if input_table is not None:

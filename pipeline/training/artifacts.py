@@ -1,4 +1,4 @@
-"""Model artifacts and the ``models`` registry.
+"""Model artifacts (the ``models`` registry is ``pipeline.registry``).
 
 A model directory (``<storage.artifacts>/<model_id>/``) holds ``weights.pt`` (a state dict, loaded
 with ``weights_only=True``), ``model.json`` (spec and input shape), ``encoders.json``, ``metrics.json``,
@@ -7,29 +7,17 @@ with ``weights_only=True``), ``model.json`` (spec and input shape), ``encoders.j
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import os
 from dataclasses import dataclass
 
 import torch
 import yaml
-from pyspark.sql import SparkSession
-from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
 
 from pipeline.config import Config, to_dict
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders
-from pipeline.io import delta
 from pipeline.models import Inputs, ModelSpec, RankingModel, build_model
-
-MODELS_SCHEMA = StructType([
-    StructField("model_id", StringType()), StructField("model_type", StringType()),
-    StructField("created_at", TimestampType()), StructField("train_start", DateType()),
-    StructField("train_end", DateType()), StructField("training_set_version", LongType()),
-    StructField("params", StringType()), StructField("metrics", StringType()),
-    StructField("artifact_uri", StringType()),
-])
 
 
 @dataclass(frozen=True)
@@ -75,19 +63,6 @@ def load_artifact(directory: str) -> LoadedModel:
     network.load_state_dict(torch.load(os.path.join(directory, "weights.pt"), weights_only=True))
     network.eval()
     return LoadedModel(model_id=os.path.basename(directory.rstrip("/")), encoders=encoders, network=network)
-
-
-def register_model(spark: SparkSession, cfg: Config, *, model_id: str, name: str, train_start: dt.date,
-                   train_end: dt.date, training_set_version: int, params: dict, metrics: dict,
-                   artifact_uri: str) -> int:
-    """Appends the model's row to the ``models`` registry; returns the version written."""
-    row = {"model_id": model_id, "model_type": name, "created_at": dt.datetime.now(dt.timezone.utc),
-           "train_start": train_start, "train_end": train_end, "training_set_version": training_set_version,
-           "params": json.dumps(params, sort_keys=True, default=str),
-           "metrics": json.dumps(metrics, sort_keys=True, default=float), "artifact_uri": artifact_uri}
-    version = delta.append(spark.createDataFrame([row], MODELS_SCHEMA), cfg.table_path("models"))
-    delta.register_table(spark, cfg.storage.database, "models", cfg.table_path("models"))
-    return version
 
 
 def _write(directory: str, name: str, text: str) -> None:

@@ -6,7 +6,8 @@ metrics. Spark writes the encoded days to the ``training_set`` table; the traine
 version written and hands Petastorm that snapshot's files. With ``--num-proc N > 1`` the training
 loop runs in N Horovod processes started as Spark tasks (``horovod.spark.run``), each reading its
 own shard; with 1 it runs in this process. Rank 0 writes checkpoints and the artifact; this
-process evaluates the artifact on the report days and writes the ``models`` registry row.
+process evaluates the artifact on the report days, runs the promotion gate against the champion
+(``pipeline.registry``) and writes the ``models`` registry row.
 
 A run killed midway leaves ``<artifacts>/_checkpoints/<model>-<start>-<end>/``; the same command
 resumes from its last epoch, with any number of processes. The checkpoint records a fingerprint
@@ -31,13 +32,17 @@ from typing import Optional
 import pandas as pd
 import torch
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from pipeline.config import Config, TrainingConf, to_dict
 from pipeline.errors import PipelineError
-from pipeline.features.encoders import Encoders
+from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders, encode
+from pipeline.io import delta
 from pipeline.models import Inputs, ModelSpec, RankingModel, build_model, make_weighting
 from pipeline.data import Columns, DataFile, read_batches, shard_batches, snapshot_files
-from pipeline.training.artifacts import load_artifact, register_model, save_artifact, write_metrics
+from pipeline.registry import NOT_GATED, gate, register_model
+from pipeline.scoring.score import encoded_arrays
+from pipeline.training.artifacts import load_artifact, save_artifact, write_metrics
 from pipeline.training.dataset import KEYS, LABELS, batches, build_training_set, load_arrays, split_dates, to_tensors
 from pipeline.training.distributed import HorovodRanks, SingleProcess, run_on_spark
 from pipeline.training.evaluate import evaluate, predict
@@ -60,6 +65,7 @@ class TrainSummary:
     samples_per_second: float
     metrics: dict
     seconds: float
+    gate: str = ""  # the promotion gate's decision
 
     def line(self) -> str:
         parts = []
@@ -72,7 +78,7 @@ class TrainSummary:
                 f"training set v{self.training_set_version}, {self.epochs_run} epochs (best {self.best_epoch:g}), "
                 f"{self.samples_per_second:,.0f} samples/s; {', '.join(parts)} on {self.report_days[0]}"
                 f"{'..' + str(self.report_days[-1]) if len(self.report_days) > 1 else ''}; "
-                f"artifact {self.artifact_uri}; {self.seconds:.1f} s")
+                f"artifact {self.artifact_uri}; {self.gate or 'not registered'}; {self.seconds:.1f} s")
 
 
 def model_inputs(encoders: Encoders) -> Inputs:
@@ -117,9 +123,11 @@ class RankJob:
 
 def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, *,
                 model_name: Optional[str] = None, num_proc: Optional[int] = None, progress: bool = True,
-                stop_after_epoch: Optional[int] = None) -> TrainSummary:
+                stop_after_epoch: Optional[int] = None, promote: bool = True) -> TrainSummary:
     """Trains ``model_name`` (default ``model.name``) on ``start..end`` with ``num_proc`` processes
-    (default ``training.num_proc``); see the module doc."""
+    (default ``training.num_proc``) and registers it; see the module doc. The promotion gate
+    (``pipeline.registry.gate``) decides whether it becomes the champion; ``promote=False``
+    registers a candidate only (experiments, backfills)."""
     clock = time.perf_counter()
     spec = dataclasses.replace(cfg.model, name=model_name) if model_name else cfg.model
     name = spec.name
@@ -162,15 +170,21 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
               "training": to_dict(cfg.training), "num_proc": num_proc,
               "validation_days": [str(d) for d in split.validation], "report_days": [str(d) for d in split.report],
               "best_epoch": result.best_epoch, "samples_per_second": result.samples_per_second}
+    headline = _headline(metrics)
+    decision = NOT_GATED
+    if promote:
+        decision = gate(spark, cfg, estimates=loaded.network.estimates, metrics=headline, days=split.report,
+                        measure=lambda champion: _headline(evaluate_artifact(spark, cfg, champion.artifact_uri,
+                                                                             split.report)))
     register_model(spark, cfg, model_id=model_id, name=name, train_start=start, train_end=end,
                    training_set_version=training_set.version, params=params,
-                   metrics=_headline(metrics), artifact_uri=job.artifact_dir)
+                   metrics=headline, artifact_uri=job.artifact_dir, decision=decision)
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
     return TrainSummary(model_id=model_id, name=name, artifact_uri=job.artifact_dir, train_start=start,
                         train_end=end, report_days=split.report, training_set_version=training_set.version,
                         best_epoch=result.best_epoch, epochs_run=result.epochs_run,
                         samples_per_second=result.samples_per_second, metrics=metrics,
-                        seconds=time.perf_counter() - clock)
+                        seconds=time.perf_counter() - clock, gate=decision.line)
 
 
 # Training conf keys that leave the trained weights as they are (a checkpoint resumes with any
@@ -244,6 +258,23 @@ def train_in_memory(spec: ModelSpec, inputs: Inputs, priors: dict[str, float], c
                  checkpoint_dir=checkpoint_dir, fingerprint=fingerprint, stop_after_epoch=stop_after_epoch,
                  time_limit_s=time_limit_s)
     return network, result
+
+
+def evaluate_artifact(spark: SparkSession, cfg: Config, artifact_uri: str, days: tuple[dt.date, ...]) -> dict:
+    """The metrics of the model at ``artifact_uri`` on the ``samples`` of ``days``, encoded with its
+    own encoders and predicted as ``train_model`` predicts its report days: the gate measures the
+    champion on a candidate's report days, the same rows the candidate was measured on."""
+    model = load_artifact(artifact_uri)
+    samples = delta.read_table(spark, cfg.table_path("samples")).where(F.col("dt").isin(list(days)))
+    frame = encode(samples, model.encoders, keep=(*KEYS, *LABELS)).toPandas()
+    if frame.empty:
+        raise PipelineError(f"no samples for {', '.join(map(str, days))}")
+    frame = frame.sort_values("impression_id", kind="stable", ignore_index=True)  # as load_arrays orders them
+    cat, num = encoded_arrays(frame, [f"{CAT_PREFIX}{n}" for n in model.encoders.categorical],
+                              [f"{NUM_PREFIX}{n}" for n in model.encoders.numeric])
+    arrays = {"cat": cat, "num": num, **{name: frame[name].to_numpy() for name in (*KEYS, *LABELS)}}
+    predictions = predict(model.network, batches(to_tensors(arrays), 4 * cfg.training.batch_size, shuffle=False))
+    return evaluate(predictions, arrays, _truth(cfg, days))
 
 
 def _truth(cfg: Config, days: tuple[dt.date, ...]) -> Optional[pd.DataFrame]:

@@ -92,6 +92,7 @@ def test_roc_points_go_to_the_artifact_not_the_registry(spark, world):
         assert 2 <= len(roc) <= 51 and roc[0] == {"fpr": 0.0, "tpr": 0.0} and roc[-1] == {"fpr": 1.0, "tpr": 1.0}
         assert set(registry.iloc[0]["metrics"][task]) >= {"auc", "oracle_auc"}
         assert not any(isinstance(v, list) for v in registry.iloc[0]["metrics"][task].values())
+    assert gather.comparison_table(registry)["alias"].tolist() == ["champion"]
 
 
 def test_a_root_with_samples_only_gets_notes_instead_of_failures(spark, world, tmp_path):
@@ -140,9 +141,10 @@ def test_label_rates_and_the_comparison_table_from_small_frames():
     assert rates["cvr"].iloc[0] == 0.2 and np.isnan(rates["cvr"].iloc[1])  # no clicks: no CVR
 
     models = pd.DataFrame({"model_id": ["a", "b"], "model_type": ["esmm", "ctr_dnn"], "train_start": [D1, D1],
-                           "train_end": [D2, D2],
+                           "train_end": [D2, D2], "alias": ["champion", None],
                            "metrics": [{"ctr": {"auc": 0.7}, "cvr": {"auc": 0.6}}, {"ctr": {"auc": 0.71}}]})
     table = gather.comparison_table(models)
-    assert table.columns.tolist() == ["model_id", "type", "train range", "ctr AUC", "cvr AUC"]
+    assert table.columns.tolist() == ["model_id", "type", "alias", "train range", "ctr AUC", "cvr AUC"]
+    assert gather.comparison_table(models.drop(columns="alias")).columns[2] == "train range"  # an older registry
     assert table["train range"].tolist() == ["2026-10-01..2026-10-02"] * 2
     assert json.loads(table.to_json(orient="records"))[1]["cvr AUC"] is None

@@ -25,7 +25,8 @@ from pipeline.spark import LOG4J2_FILE
 from pipeline.scoring.score import (SCORES_SCHEMA, compute_fusion_weights, evaluate_fusion, resolve_model,
                                     score, train_fusion_gate)
 from pipeline.synth.generate import generate
-from pipeline.training.artifacts import MODELS_SCHEMA, load_artifact
+from pipeline.registry import CHAMPION, LATEST, MODELS_SCHEMA
+from pipeline.training.artifacts import load_artifact
 from pipeline.training.dataset import TrainingSet, batches, load_arrays, split_dates, to_tensors
 from pipeline.training.evaluate import predict
 from pipeline.training.train import train_model
@@ -144,7 +145,7 @@ def test_candidates_with_unseen_values_score_as_unknown_ids(spark, world):
 # Model resolution and errors
 
 
-def test_latest_is_the_newest_registered_model(spark, world, tmp_path):
+def test_champion_by_default_latest_the_newest_registered_model(spark, world, tmp_path):
     cfg, model, _ = world
     path = str(tmp_path / "models")
     registry = make_cfg(cfg.storage.root, *WORLD, f"tables.models={path}")
@@ -153,6 +154,8 @@ def test_latest_is_the_newest_registered_model(spark, world, tmp_path):
     one_line(err)
     spark.createDataFrame([], MODELS_SCHEMA).write.format("delta").save(path)
     with pytest.raises(PipelineError, match=r"no models registered in "):
+        resolve_model(spark, registry, LATEST)
+    with pytest.raises(PipelineError, match=rf"no champion model in {re.escape(path)}; train one .* pipeline promote"):
         resolve_model(spark, registry)
 
     # The newer row is appended first: latest goes by created_at, not by the order of rows.
@@ -161,9 +164,12 @@ def test_latest_is_the_newest_registered_model(spark, world, tmp_path):
              "artifact_uri": model.artifact_uri} for model_id, hour in (("newer", 12), ("older", 11))]
     delta.append(spark.createDataFrame(rows, MODELS_SCHEMA), path)
 
-    assert resolve_model(spark, registry).model_id == "newer"
+    assert resolve_model(spark, registry, LATEST).model_id == "newer"
     assert resolve_model(spark, registry, "older").model_id == "older"
     assert resolve_model(spark, cfg, "latest").model_id == model.model_id
+    # The world's one model passed the gate: the champion that scored its days.
+    assert resolve_model(spark, cfg).model_id == resolve_model(spark, cfg, CHAMPION).model_id == model.model_id
+    assert "promoted to champion: no champion yet" in model.line()
 
 
 def test_bad_requests_fail_in_one_line_before_writing(spark, world):

@@ -65,6 +65,7 @@ def test_esmm_beats_the_click_space_cvr_model_on_the_entire_space(spark, world, 
 def test_artifact_and_registry(spark, world, esmm):
     row = delta.read_table(spark, world.table_path("models")).where(F.col("model_id") == esmm.model_id).first()
     assert row["model_type"] == "esmm" and row["artifact_uri"] == esmm.artifact_uri
+    assert row["alias"] == "champion" and row["gate"].startswith("promoted to champion: no champion yet")
     assert row["training_set_version"] == esmm.training_set_version
     assert (row["train_start"], row["train_end"]) == (START, END)
     for name in ("weights.pt", "model.json", "encoders.json", "metrics.json", "history.json", "config.yaml"):
