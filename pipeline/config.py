@@ -452,7 +452,7 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 
 @dataclass(frozen=True)
 class NightlyConf:
-    """``pipeline run``: when the nightly chain trains, and on which days (see pipeline/nightly.py)."""
+    """``pipeline run`` and the DAG: when the nightly chain trains, and on which days (see pipeline/plan.py)."""
 
     train_weekday: str = "sunday"         # a weekday, or daily
     train_days: int = 14                  # training window length

@@ -81,7 +81,7 @@ def train_due(cfg: Config, date: dt.date, has_model: bool) -> tuple[bool, str]:
     if WEEKDAYS[date.weekday()] == conf.train_weekday:
         return True, conf.train_weekday
     if not has_model:
-        return True, "no model registered yet"
+        return True, "no champion model yet"
     return False, f"not due: trains on {conf.train_weekday}s (or --set nightly.force_train=true)"
 
 
@@ -99,11 +99,8 @@ def plan_night(cfg: Config, date: dt.date, has_model: bool) -> NightlyPlan:
 
 
 def has_model(spark, cfg: Config) -> bool:
-    """Whether the registry holds a model that ``score`` would use by default.
+    """Whether the registry holds a champion, the model ``score`` uses by default (a registry
+    whose models cannot score, or have never passed the gate, gets a training tonight)."""
+    from pipeline.registry import find_champion
 
-    Until the registry marks a champion, any registered model counts (a models table exists);
-    with the alias, this becomes ``find_champion(spark, cfg) is not None``.
-    """
-    from pipeline.io import delta
-
-    return delta.is_table(spark, cfg.table_path("models"))
+    return find_champion(spark, cfg) is not None

@@ -72,7 +72,7 @@ def test_first_night_trains_scores_and_reports(spark, world, capsys):
     out = capsys.readouterr().out
     for step in ("build-samples", "train", "score", "report"):
         assert f"\n{step:<14} ok " in out
-    assert "[due: no model registered yet]" in out
+    assert "[due: no champion model yet]" in out
     assert f"run {NIGHT}: ok (build-samples ok, train ok, score ok, report ok)" in out
     models = delta.read_table(spark, world.table_path("models")).collect()
     assert [(m["train_start"], m["train_end"]) for m in models] == [(dt.date(2026, 10, 2), dt.date(2026, 10, 3))]

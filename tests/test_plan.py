@@ -30,7 +30,7 @@ def test_window_follows_the_conf():
 @pytest.mark.parametrize("sets, date, has_model, due, reason", [
     ([], TUESDAY, True, False, "not due: trains on sundays (or --set nightly.force_train=true)"),
     ([], SUNDAY, True, True, "sunday"),
-    ([], TUESDAY, False, True, "no model registered yet"),
+    ([], TUESDAY, False, True, "no champion model yet"),
     (["nightly.train_weekday=tuesday"], TUESDAY, True, True, "tuesday"),
     (["nightly.train_weekday=tuesday"], SUNDAY, True, False,
      "not due: trains on tuesdays (or --set nightly.force_train=true)"),
@@ -61,7 +61,7 @@ def test_plan_command_prints_one_json_line(spark, tmp_path, capsys):
     captured = capsys.readouterr()
     (line,) = captured.out.splitlines()
     plan = json.loads(line)
-    assert plan["train"]["due"] is True and plan["train"]["reason"] == "no model registered yet"
+    assert plan["train"]["due"] is True and plan["train"]["reason"] == "no champion model yet"
     assert captured.err.startswith("plan 2026-10-06: build-samples, train esmm on 2026-09-17..2026-09-30 ")
 
 

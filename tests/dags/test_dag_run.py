@@ -80,7 +80,7 @@ def test_every_task_of_the_first_night_succeeds(night):
 def test_the_plan_decided_the_night(night):
     plan = night["facts"]["plan"]
     assert plan["date"] == str(NIGHT)
-    assert plan["train"] == {"due": True, "reason": "no model registered yet", "start": "2026-10-02",
+    assert plan["train"] == {"due": True, "reason": "no champion model yet", "start": "2026-10-02",
                              "end": "2026-10-03", "model": "esmm"}
 
 

@@ -40,7 +40,7 @@ WORLD = ["synth.days=5", "synth.exposures_per_day=2000", "synth.num_users=100", 
          "features.numeric=[price]", "model.bottom_hidden=[32]", "model.tower_hidden=[16]",
          "model.embedding_dim=8", "training.epochs=2", "training.batch_size=512", "training.num_proc=1"]
 START, END, TRAIN_END, SCORE_DATE = "2026-10-01", "2026-10-05", "2026-10-01", "2026-10-05"
-MODELS = ["cvr_naive", "esmm"]  # esmm last: 03 scores with the latest model
+MODELS = ["cvr_naive", "esmm"]  # cvr_naive cannot score: esmm becomes the champion that 03 uses
 K = 3
 DATABASE = "nbtest"
 
@@ -56,7 +56,7 @@ def world(spark, tmp_path_factory):
         "01_samples_and_quality": {"CONF": None, "SETS": sets, "START": START, "END": END},
         "02_train_and_compare": {"CONF": None, "SETS": sets, "START": START, "END": TRAIN_END,
                                  "MODELS": MODELS, "NUM_PROC": 1},
-        "03_query_scores": {"CONF": None, "SETS": sets, "DATE": SCORE_DATE, "K": K, "MODEL_ID": "latest",
+        "03_query_scores": {"CONF": None, "SETS": sets, "DATE": SCORE_DATE, "K": K, "MODEL_ID": "champion",
                             "DATABASE": DATABASE},
     }
     return cfg, parameters
