@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Iterable, Mapping, Optional
+import random
+import time
+from typing import Callable, Iterable, Mapping, Optional, TypeVar
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RunFailure
+
+T = TypeVar("T")
 
 PARTITION_COLUMN = "dt"
 
@@ -32,6 +36,40 @@ def dates_predicate(dates: Iterable[dt.date], column: str = PARTITION_COLUMN) ->
         if not isinstance(value, dt.date) or isinstance(value, dt.datetime):
             raise TypeError(f"expected datetime.date, got {value!r}")
     return f"{column} IN ({', '.join(f'DATE{d.isoformat()!r}' for d in values)})"
+
+
+# Delta's optimistic-concurrency failures: another writer committed first. The write did not
+# commit, and every write here is safe to repeat (replaceWhere, keyed merge, append of a new row).
+CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+             "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
+             "ProtocolChangedException", "DeltaConcurrentModificationException", "DELTA_CONCURRENT")
+CONFLICT_ATTEMPTS = 5
+
+
+def is_conflict(err: BaseException) -> bool:
+    """Whether ``err`` is a Delta write conflict (by class name or the Java class in its message)."""
+    text = f"{type(err).__name__} {str(err)[:2000]}"
+    return any(name in text for name in CONFLICTS)
+
+
+def retry_conflicts(write: Callable[[], T], path: str, attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """Runs ``write``; on a Delta write conflict runs it again, up to ``attempts`` times in all.
+
+    Raises:
+        RunFailure: still conflicting after ``attempts``, in one line naming the table.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except Exception as err:  # noqa: BLE001 - conflicts are retried, anything else re-raised
+            if not is_conflict(err):
+                raise
+            if attempt == attempts:
+                kind = next(name for name in CONFLICTS if name in f"{type(err).__name__} {err}")
+                raise RunFailure(f"another run kept writing {path} at the same time (Delta {kind}, "
+                                 f"{attempts} attempts); run again when it has finished") from None
+            time.sleep(random.uniform(0.5, 1.5) * attempt)  # apart, so the writers stop colliding
+    raise AssertionError("unreachable")
 
 
 def replace_partitions(df: DataFrame, path: str, dates: Iterable[dt.date],
@@ -51,17 +89,17 @@ def replace_partitions(df: DataFrame, path: str, dates: Iterable[dt.date],
         The table version this write committed.
     """
     predicate = dates_predicate(dates, partition_column)
-    (df.write.format("delta")
-     .mode("overwrite")
-     .option("replaceWhere", predicate)
-     .partitionBy(partition_column)
-     .save(path))
+    retry_conflicts(lambda: (df.write.format("delta")
+                             .mode("overwrite")
+                             .option("replaceWhere", predicate)
+                             .partitionBy(partition_column)
+                             .save(path)), path)
     return current_version(df.sparkSession, path)
 
 
 def append(df: DataFrame, path: str) -> int:
     """Appends ``df`` (for log-like tables such as ``runs``); returns the version committed."""
-    df.write.format("delta").mode("append").save(path)
+    retry_conflicts(lambda: df.write.format("delta").mode("append").save(path), path)
     return current_version(df.sparkSession, path)
 
 
@@ -110,7 +148,7 @@ def insert_rows(df: DataFrame, path: str, *, key: str, unique: Optional[tuple[st
         column, value = unique
         merge = merge.whenNotMatchedBySourceUpdate(condition=F.col(f"t.`{column}`") == F.lit(value),
                                                    set={column: F.lit(None).cast(df.schema[column].dataType)})
-    merge.execute()
+    retry_conflicts(merge.execute, path)
     return current_version(spark, path)
 
 
@@ -138,7 +176,8 @@ def move_marker(spark: SparkSession, path: str, *, key: str, key_value: str, col
     changes = {column: F.when(is_target, F.lit(value))}  # null on the rows that lose it
     changes.update({name: F.when(is_target, expression).otherwise(F.col(name))
                     for name, expression in (also or {}).items()})
-    DeltaTable.forPath(spark, path).update(condition=is_target | (F.col(column) == F.lit(value)), set=changes)
+    retry_conflicts(lambda: DeltaTable.forPath(spark, path).update(
+        condition=is_target | (F.col(column) == F.lit(value)), set=changes), path)
     return current_version(spark, path)
 
 

@@ -80,3 +80,44 @@ def test_register_table_in_database(spark, tmp_path):
 def test_read_table_on_a_missing_table(spark, tmp_path):
     with pytest.raises(PipelineError, match="no Delta table at"):
         delta.read_table(spark, str(tmp_path / "missing"))
+
+
+def test_concurrent_writes_of_the_same_partitions_are_retried(spark, tmp_path):
+    """Two runs replacing the same dates at once: Delta lets one commit first and fails the other
+    with a conflict; the loser writes again, and the table holds one copy of the rows."""
+    import threading
+
+    path = str(tmp_path / "t")
+    delta.replace_partitions(rows(spark, ("a", 1, D1)), path, [D1])
+    errors = []
+
+    def write(value):
+        try:
+            delta.replace_partitions(rows(spark, ("a", value, D1), ("b", value, D1)), path, [D1])
+        except Exception as err:  # noqa: BLE001 - collected for the assertion below
+            errors.append(err)
+
+    writers = [threading.Thread(target=write, args=(value,)) for value in (10, 20)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert errors == []
+    final = delta.read_table(spark, path).collect()
+    assert len(final) == 2 and len({r["value"] for r in final}) == 1
+
+
+def test_a_conflict_that_persists_is_one_line():
+    from pipeline.errors import RunFailure
+
+    class ConcurrentAppendException(Exception):
+        pass
+
+    def always_conflicting():
+        raise ConcurrentAppendException("[DELTA_CONCURRENT_APPEND] Files were added to partition [dt=2026-10-01] ...")
+
+    with pytest.raises(RunFailure, match=r"another run kept writing /t at the same time \(Delta ConcurrentAppendException, "
+                                         r"2 attempts\); run again"):
+        delta.retry_conflicts(always_conflicting, "/t", attempts=2)
+    with pytest.raises(ValueError):
+        delta.retry_conflicts(lambda: (_ for _ in ()).throw(ValueError("not a conflict")), "/t")
