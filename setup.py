@@ -1,5 +1,9 @@
 """Packaging for the multi-task ranking pipeline (console script: ``pipeline``)."""
+import re
+
 from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', open("pipeline/__init__.py", encoding="utf-8").read()).group(1)
 
 # Versions verified together on Python 3.11 / Java 17 (see README, "Dependencies").
 INSTALL_REQUIRES = [
@@ -18,7 +22,7 @@ INSTALL_REQUIRES = [
 
 setup(
     name="mtrank",
-    version="0.1.0",
+    version=VERSION,
     description="Spark + Delta + Petastorm + Horovod pipeline for multi-task ranking models (ESMM, MMoE, PLE, ...)",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["pipeline", "pipeline.*"]),

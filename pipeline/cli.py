@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import yaml
 
+from pipeline import __version__
 from pipeline.config import Config, load_config, to_dict
 from pipeline.dates import date_range, parse_date
 from pipeline.errors import PipelineError, RunFailure
@@ -240,6 +241,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline", description="Multi-task ranking pipeline.")
+    parser.add_argument("--version", action="version", version=f"pipeline (mtrank) {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, _) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
