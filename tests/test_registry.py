@@ -16,10 +16,9 @@ from pipeline.io import delta
 from pipeline.registry import (CHAMPION, MODELS_SCHEMA, decide, find_champion, metric_values, models_frame,
                                promote, resolve_model)
 from pipeline.scoring.score import score
-from pipeline.synth.generate import generate
 from pipeline.training.train import train_model
 
-from tests.samples.conftest import backfill, make_cfg
+from tests.samples.conftest import built_world, make_cfg
 from tests.scoring.test_score import WORLD, one_line, write_conf
 
 D1, D2, D3 = (dt.date(2026, 10, day) for day in (1, 2, 3))
@@ -92,10 +91,7 @@ def test_metric_names_are_keys_of_the_metrics_json():
 
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
-    cfg = make_cfg(tmp_path_factory.mktemp("registry"), *WORLD)
-    generate(cfg, progress=False)
-    backfill(spark, cfg, "2026-10-01", "2026-10-05")
-    return cfg
+    return built_world(spark, tmp_path_factory.mktemp("registry"), WORLD, "2026-10-01", "2026-10-05")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,10 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from pipeline.io import delta
-from pipeline.samples.build import build_samples
-from pipeline.samples.labels import backfill_dates
 from pipeline.scoring.score import score
-from pipeline.synth.generate import generate
 from pipeline.training.train import train_model
 
-from tests.samples.conftest import backfill, make_cfg, table, without_run_id
+from tests.samples.conftest import backfill, built_world, make_cfg, table, without_run_id
 from tests.scoring.test_score import WORLD
 
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 5)
@@ -34,10 +31,7 @@ START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 5)
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
     """The score tests' tiny world, built once without interruption: the reference tables."""
-    cfg = make_cfg(tmp_path_factory.mktemp("faults"), *WORLD)
-    generate(cfg, progress=False)
-    backfill(spark, cfg, str(START), str(END))
-    return cfg
+    return built_world(spark, tmp_path_factory.mktemp("faults"), WORLD, str(START), str(END))
 
 
 def sets(cfg, root):
@@ -75,7 +69,7 @@ def test_build_samples_killed_mid_write(spark, world, tmp_path):
                      str(root / "samples" / "**" / "*.parquet"))
     cfg = make_cfg(root, *WORLD, *[f"raw.{s}={world.raw_path(s)}" for s in ("exposures", "clicks", "conversions")])
     assert readable(spark, cfg.table_path("samples")) in (None, table(spark, world, "samples").count())
-    rerun = build_samples(spark, cfg, backfill_dates(START, END, cfg.labels), "backfill")
+    rerun = backfill(spark, cfg, str(START), str(END))
     for name in ("samples", "quarantine"):
         assertDataFrameEqual(without_run_id(table(spark, cfg, name)), without_run_id(table(spark, world, name)))
     counts = rerun.counts["exposures"]

@@ -26,6 +26,16 @@ def write_raw(cfg: Config, source: str, day: str, records: list) -> None:
             fh.write((record if isinstance(record, str) else json.dumps(record)) + "\n")
 
 
+def built_world(spark, root, settings, start: str, end: str) -> Config:
+    """A generated world (``settings`` over conf/local.yaml) with its samples backfilled over [start, end]."""
+    from pipeline.synth.generate import generate
+
+    cfg = make_cfg(root, *settings)
+    generate(cfg, progress=False)
+    backfill(spark, cfg, start, end)
+    return cfg
+
+
 def backfill(spark, cfg: Config, start: str, end: str):
     dates = backfill_dates(dt.date.fromisoformat(start), dt.date.fromisoformat(end), cfg.labels)
     return build_samples(spark, cfg, dates, "backfill")

@@ -14,13 +14,12 @@ from pipeline.config import TrainingConf
 from pipeline.errors import PipelineError, RunFailure
 from pipeline.io import delta
 from pipeline.models.base import output_priors
-from pipeline.synth.generate import generate
 from pipeline.training.distributed import HorovodRanks, _job_failure, run_on_spark
 from pipeline.training.loop import CHECKPOINT
 from pipeline.training.train import train_in_memory, train_model
 
 from tests.models.conftest import INPUTS, small_spec, toy_data
-from tests.samples.conftest import backfill, make_cfg
+from tests.samples.conftest import built_world, make_cfg
 from tests.training.test_train import END, START, WORLD
 
 PRIORS = output_priors(0.3, 0.1)
@@ -102,10 +101,7 @@ SMALL_WORLD = [*WORLD, "synth.exposures_per_day=4000", "training.epochs=2", "tra
 
 @pytest.fixture(scope="module")
 def small_world(spark, tmp_path_factory):
-    cfg = make_cfg(tmp_path_factory.mktemp("faults"), *SMALL_WORLD)
-    generate(cfg, progress=False)
-    backfill(spark, cfg, "2026-10-01", "2026-10-08")
-    return cfg
+    return built_world(spark, tmp_path_factory.mktemp("faults"), SMALL_WORLD, "2026-10-01", "2026-10-08")
 
 
 def test_a_run_whose_loss_goes_nan_registers_nothing(spark, small_world):

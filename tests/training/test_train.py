@@ -10,13 +10,12 @@ from pyspark.sql import functions as F
 
 from pipeline.errors import PipelineError
 from pipeline.io import delta
-from pipeline.synth.generate import generate
 from pipeline.training.artifacts import load_artifact
 from pipeline.training.dataset import batches, load_arrays, to_tensors
 from pipeline.training.evaluate import predict
 from pipeline.training.train import train_model
 
-from tests.samples.conftest import backfill, make_cfg
+from tests.samples.conftest import built_world, make_cfg
 
 # A small world (100 users, 60 items, CTR 0.2) so that seconds of training on 90k rows learn
 # most of what the oracle knows; CVR 0.04 leaves the click-space CVR model ~700 conversions to
@@ -30,10 +29,7 @@ START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 2)  # validation 10-03, tes
 
 @pytest.fixture(scope="module")
 def world(spark, tmp_path_factory):
-    cfg = make_cfg(tmp_path_factory.mktemp("train"), *WORLD)
-    generate(cfg, progress=False)
-    backfill(spark, cfg, "2026-10-01", "2026-10-08")
-    return cfg
+    return built_world(spark, tmp_path_factory.mktemp("train"), WORLD, "2026-10-01", "2026-10-08")
 
 
 @pytest.fixture(scope="module")
