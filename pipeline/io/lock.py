@@ -61,12 +61,13 @@ class HadoopFiles:
     """Lock files on any file system Spark's Hadoop configuration reaches."""
 
     def __init__(self, spark) -> None:
+        self._spark = spark
         self._jvm = spark.sparkContext._jvm
-        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
 
     def _fs(self, path: str):
-        hadoop_path = self._jvm.org.apache.hadoop.fs.Path(path)
-        return hadoop_path.getFileSystem(self._conf), hadoop_path
+        from pipeline.logs.read import hadoop_file_system
+
+        return hadoop_file_system(self._spark, path)
 
     def create(self, path: str, text: str) -> bool:
         fs, p = self._fs(path)

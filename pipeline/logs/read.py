@@ -25,6 +25,12 @@ def partition_path(root: str, day: dt.date) -> str:
     return f"{root.rstrip('/')}/dt={day.isoformat()}"
 
 
+def hadoop_file_system(spark: SparkSession, path: str):
+    """``(FileSystem, Path)`` of ``path`` through Spark's Hadoop configuration (any scheme it reaches)."""
+    hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
+
+
 def present_dates(spark: SparkSession, root: str, fmt: str) -> set[dt.date]:
     """Event dates for which ``root`` holds a partition (folders ``dt=YYYY-MM-DD``, or the
     Delta table's distinct ``dt``)."""
@@ -34,9 +40,7 @@ def present_dates(spark: SparkSession, root: str, fmt: str) -> set[dt.date]:
         if not is_table(spark, root):
             return set()
         return {row["dt"] for row in spark.read.format("delta").load(root).select("dt").distinct().collect()}
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(root)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, path = hadoop_file_system(spark, root)
     if not fs.exists(path):
         return set()
     dates = set()

@@ -25,7 +25,7 @@ from pyspark.sql import SparkSession
 
 from pipeline.config import SOURCES, Config
 from pipeline.errors import PipelineError
-from pipeline.logs.read import partition_path, present_dates
+from pipeline.logs.read import hadoop_file_system, partition_path, present_dates
 
 DateCounts = Mapping[dt.date, Mapping[str, int]]
 
@@ -108,6 +108,5 @@ def _where(cfg: Config, source: str, day: dt.date) -> str:
 
 
 def _exists(spark: SparkSession, path: str) -> bool:
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(hadoop_path)
+    fs, hadoop_path = hadoop_file_system(spark, path)
+    return fs.exists(hadoop_path)
