@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.base import (
-    Batch, RankingModel, bce, inverse_propensity, product_bce, value_loss, value_output)
+    Batch, RankingModel, bce, inverse_propensity, masked_bce, product_bce, value_loss, value_output)
 from pipeline.models.modules import SharedInput, Tower
 from pipeline.models.spec import Inputs, ModelSpec
 
@@ -29,8 +29,12 @@ class ESMM(RankingModel):
     Only the embeddings are shared, as in the paper; each tower is an MLP of ``bottom_hidden +
     tower_hidden``. A ``"value"`` tower is added when ``"value"`` is in ``spec.tasks``; subclasses
     add the towers named in ``extra_towers``. Losses: ``"ctr"`` BCE(pCTR, click) and
-    ``"ctcvr"`` BCE(pCTR * pCVR, conversion) over all exposures (the CVR tower gets no direct
-    loss), ``"value"`` as in every multi-task model.
+    ``"ctcvr"`` BCE(pCTR * pCVR, conversion) over all exposures, ``"value"`` as in every
+    multi-task model. In the paper the CVR tower gets no direct loss; here it also gets
+    ``"cvr_click"``, BCE(pCVR, conversion) over clicked exposures, weighted by
+    ``spec.click_cvr_weight`` (0 gives the paper's ESMM). On sparse logs a CVR learned through
+    the product alone fits worse than one that also sees which exposures were clicked
+    (docs/quality.md); the subclasses have their own counterfactual CVR risk instead.
 
     Args:
         spec: hyper-parameters (``cvr_mode`` is not used: ESMM is entire-space).
@@ -39,6 +43,7 @@ class ESMM(RankingModel):
 
     name = "esmm"
     extra_towers: tuple[str, ...] = ()
+    click_space_cvr: bool = True
 
     def __init__(self, spec: ModelSpec, inputs: Inputs) -> None:
         super().__init__(spec, inputs, ("ctr", "cvr", *value_output(spec), *self.extra_towers))
@@ -54,11 +59,21 @@ class ESMM(RankingModel):
 
     @property
     def loss_names(self) -> tuple[str, ...]:
-        return ("ctr", "ctcvr", *value_output(self.spec))
+        return ("ctr", "ctcvr", *value_output(self.spec), *(("cvr_click",) if self._click_term else ()))
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {"cvr_click": self.spec.click_cvr_weight} if self._click_term else {}
+
+    @property
+    def _click_term(self) -> bool:
+        return self.click_space_cvr and self.spec.click_cvr_weight > 0
 
     def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         out = {"ctr": bce(logits["ctr"], batch["click"]),
                "ctcvr": product_bce(self.probabilities(logits)["p_ctcvr"], batch["conversion"])}
+        if self._click_term:
+            out["cvr_click"] = masked_bce(logits["cvr"], batch["conversion"], batch["click"])
         if "value" in logits:
             out["value"] = value_loss(logits["value"], batch)
         return out
@@ -74,6 +89,7 @@ class ESCM2IPS(ESMM):
     ``spec.counterfactual_weight``."""
 
     name = "escm2_ips"
+    click_space_cvr = False
 
     @property
     def loss_names(self) -> tuple[str, ...]:
@@ -81,7 +97,7 @@ class ESCM2IPS(ESMM):
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {"cvr_ips": self.spec.counterfactual_weight}
+        return {**super().loss_weights, "cvr_ips": self.spec.counterfactual_weight}
 
     def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         error = F.binary_cross_entropy_with_logits(logits["cvr"], batch["conversion"], reduction="none")  # [B]
@@ -102,6 +118,7 @@ class ESCM2DR(ESMM):
     """
 
     name = "escm2_dr"
+    click_space_cvr = False
     extra_towers = ("imputation",)
 
     @property
@@ -110,7 +127,7 @@ class ESCM2DR(ESMM):
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {"cvr_dr": self.spec.counterfactual_weight, "imputation": self.spec.counterfactual_weight}
+        return {**super().loss_weights, "cvr_dr": self.spec.counterfactual_weight, "imputation": self.spec.counterfactual_weight}
 
     def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         click, weight = batch["click"], self._propensity_weights(logits)  # [B], [B]
@@ -136,6 +153,7 @@ class DCMT(ESMM):
     """
 
     name = "dcmt"
+    click_space_cvr = False
     extra_towers = ("cvr_counterfactual",)
 
     @property
@@ -144,7 +162,7 @@ class DCMT(ESMM):
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {"cvr_twin": self.spec.counterfactual_weight}
+        return {**super().loss_weights, "cvr_twin": self.spec.counterfactual_weight}
 
     def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         click, conversion = batch["click"], batch["conversion"]  # [B], [B]

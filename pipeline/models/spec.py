@@ -44,6 +44,8 @@ class ModelSpec:
             DCMT's twin-tower risk, next to the CTR and CTCVR losses.
         propensity_floor: the smallest pCTR (and 1 - pCTR for DCMT) an inverse propensity
             divides by; caps each weight at ``1 / propensity_floor``.
+        click_cvr_weight: weight of ESMM's click-space CVR loss, BCE(pCVR, conversion) over
+            clicked exposures, next to its CTR and CTCVR losses (0: the paper's ESMM).
 
     Raises:
         ConfigError: naming the first field that is out of range (``model.<field>``).
@@ -51,7 +53,7 @@ class ModelSpec:
 
     name: str = "esmm"
     tasks: tuple[str, ...] = ("ctr", "cvr")
-    cvr_mode: str = "entire_space"
+    cvr_mode: str = "masked"
     embedding_dim: int = 16
     bottom_hidden: tuple[int, ...] = (128, 64)
     tower_hidden: tuple[int, ...] = (64,)
@@ -67,6 +69,7 @@ class ModelSpec:
     reweight_value: float = 1.0
     counterfactual_weight: float = 0.1
     propensity_floor: float = 0.01
+    click_cvr_weight: float = 1.0
 
     def __post_init__(self) -> None:
         # Lists from code or JSON become tuples, so that the spec stays hashable.
@@ -89,7 +92,7 @@ class ModelSpec:
         _require(bool(self.expert_hidden), "model.expert_hidden must not be empty (experts without layers would "
                                            "all be equal)")
         _require(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
-        for field in ("reweight_conversion", "reweight_value", "counterfactual_weight"):
+        for field in ("reweight_conversion", "reweight_value", "counterfactual_weight", "click_cvr_weight"):
             _require(getattr(self, field) >= 0, f"model.{field} must be >= 0, got {getattr(self, field)}")
         _require(0.0 < self.propensity_floor < 0.5, f"model.propensity_floor must be in (0, 0.5), "
                                                     f"got {self.propensity_floor}")

@@ -78,15 +78,27 @@ def test_aitm_calibration_penalises_ctcvr_above_ctr(batch):
 
 def test_loss_names_per_model():
     both = {"tasks": ("ctr", "cvr")}
-    assert build("esmm", **both).loss_names == ("ctr", "ctcvr")
+    assert build("esmm", **both).loss_names == ("ctr", "ctcvr", "cvr_click")
+    assert build("esmm", **both, click_cvr_weight=0.0).loss_names == ("ctr", "ctcvr")
     assert build("escm2_ips", **both).loss_names == ("ctr", "ctcvr", "cvr_ips")
     assert build("escm2_dr", **both).loss_names == ("ctr", "ctcvr", "cvr_dr", "imputation")
     assert build("dcmt", **both).loss_names == ("ctr", "ctcvr", "cvr_twin")
     assert build("aitm", **both).loss_names == ("ctr", "ctcvr", "calibration")
-    assert build("omoe", **both).loss_names == ("ctr", "ctcvr")
+    assert build("omoe", **both).loss_names == ("ctr", "cvr")
+    assert build("omoe", tasks=("ctr", "cvr"), cvr_mode="entire_space").loss_names == ("ctr", "ctcvr")
     assert build("omoe", tasks=("ctr", "cvr"), cvr_mode="masked").loss_names == ("ctr", "cvr")
     assert build("cvr_naive", **both).loss_names == ("cvr",)
     assert build("lr", **both).loss_names == ("ctr", "cvr")
+
+
+def test_esmm_click_space_cvr_loss_is_bce_on_clicked_rows_and_weighted(batch):
+    model = build("esmm", tasks=("ctr", "cvr"), click_cvr_weight=0.7)
+    logits = logits_of(model, batch)
+    clicked = batch["click"] == 1
+    expected = F.binary_cross_entropy_with_logits(logits["cvr"][clicked], batch["conversion"][clicked])
+    assert torch.allclose(model.losses(logits, batch)["cvr_click"], expected)
+    assert model.loss_weights == {"cvr_click": 0.7}
+    assert "cvr_click" not in build("escm2_ips", tasks=("ctr", "cvr")).loss_names
 
 
 # Hand-made logits and labels for the counterfactual risks: 4 exposures, 2 clicked, 1 converted.

@@ -8,7 +8,7 @@ from tests.models.conftest import small_spec
 def test_defaults_and_lists_become_tuples():
     spec = ModelSpec(bottom_hidden=[8], tasks=["ctr", "cvr"])
     assert spec.bottom_hidden == (8,) and spec.tasks == ("ctr", "cvr")
-    assert spec.name == "esmm" and spec.cvr_mode == "entire_space" and spec.wide
+    assert spec.name == "esmm" and spec.cvr_mode == "masked" and spec.wide
     hash(spec)
 
 

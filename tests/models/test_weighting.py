@@ -4,7 +4,7 @@ import torch
 from pipeline.models import make_weighting
 from tests.models.conftest import build, small_spec, train
 
-INITIAL = {"ctr": 1.0, "ctcvr": 1.0, "value": 1.0}
+INITIAL = {"ctr": 1.0, "cvr": 1.0, "value": 1.0}  # mmoe with its default masked CVR head
 
 
 def test_fixed_weights_stay_fixed(toy):
@@ -64,7 +64,7 @@ def test_bad_arguments_raise():
 
 def test_gradnorm_state_dict_holds_its_optimizer(tmp_path, batch):
     model = build("esmm")
-    names = ["ctr", "ctcvr", "value"]
+    names = list(model.loss_names)
     original = make_weighting("gradnorm", names)
 
     def step(weighting):
