@@ -10,7 +10,7 @@ TRAIN_END ?= 2026-10-04
 SCORE_DATE ?= 2026-10-10
 PIPELINE := $(VENV)/bin/pipeline
 
-.PHONY: env airflow-env demo test bench clean
+.PHONY: env airflow-env demo test bench package clean
 
 env:
 	@bash .ci/bootstrap.sh
@@ -33,6 +33,13 @@ test: env airflow-env
 bench: env
 	$(VENV)/bin/python bench/generate.py
 	$(VENV)/bin/python bench/build_samples.py
+
+# dist/mtrank-<version>-py3-none-any.whl and dist/mtrank-env.tar.gz (the environment for
+# spark-submit --archives), then a check of the archive unpacked outside the repo.
+# docs/deployment.md. PYTHON_PREFIX=/usr points the archive's python at the cluster's.
+package: env
+	@bash .ci/package.sh
+	@bash .ci/check_package.sh
 
 clean:
 	rm -rf data reports

@@ -12,7 +12,7 @@ CACHE=${MTRANK_CACHE:-$HOME/.cache/mtrank}
 VENV=.venv
 HOROVOD_VERSION=0.28.1
 TORCH_VERSION=2.13.0
-stamp_key=$(cat setup.py .ci/bootstrap.sh | sha1sum | cut -c1-12)
+stamp_key=$(cat pyproject.toml .ci/bootstrap.sh | sha1sum | cut -c1-12)
 stamp=$VENV/.ready-$stamp_key
 
 if [ -f "$stamp" ]; then exit 0; fi

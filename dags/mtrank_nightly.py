@@ -15,6 +15,15 @@ Settings: ``DEFAULTS`` below, overridden key by key by the JSON Airflow Variable
 e.g. ``{"repo": "/srv/mtrank", "conn_id": "spark_yarn", "timeout_hours": {"train": 8}}`` (read at
 each parse). Only the Variable sets them, never a trigger form: ``repo`` names the interpreter the
 tasks run. A manual run may set one param, ``force_train``.
+
+Where the executors' Python comes from: without ``archive`` (the default, and the DAG's local
+test) every node runs ``<repo>/.venv/bin/python``, so every node needs the checkout. With
+``archive`` (the environment ``make package`` builds, copied where the cluster reads it) each
+Spark task is submitted with ``--archives <archive>#env`` and
+``--conf spark.pyspark.python=./env/bin/python``: every executor unpacks it as ``./env`` and runs
+its python, and only the submitting host needs the checkout. The driver then runs on that host
+(client deploy mode) with ``<repo>/.venv/bin/python`` unless ``spark_conf`` sets
+``spark.pyspark.driver.python`` (docs/deployment.md).
 """
 from __future__ import annotations
 
@@ -48,9 +57,13 @@ DEFAULTS = {
     },
     "packages": "io.delta:delta-spark_2.13:4.0.1",
     "py_files": None,  # e.g. a zip of pipeline/ when executors lack the package
+    # dist/mtrank-env.tar.gz of `make package`, where the cluster reads it, e.g.
+    # "hdfs:///apps/mtrank/mtrank-env-0.2.0.tar.gz"; null: the executors run {{ repo }}/.venv.
+    "archive": None,
 }
 SETTINGS = {**DEFAULTS, **Variable.get("mtrank_nightly", default={}, deserialize_json=True)}
 TIMEOUT_HOURS = {**DEFAULTS["timeout_hours"], **SETTINGS["timeout_hours"]}
+ARCHIVE_ALIAS = "env"  # the folder each container unpacks the archive into
 
 REPO = SETTINGS["repo"]
 CONF = os.path.join(REPO, SETTINGS["conf_path"])  # an absolute conf_path stays as it is
@@ -72,6 +85,28 @@ def timeout(task_id: str) -> timedelta:
     return timedelta(hours=float(TIMEOUT_HOURS[task_id]))
 
 
+def python_settings(spark_conf: dict, archive: str | None) -> tuple[dict, str | None]:
+    """The ``conf`` and ``archives`` of every Spark task: which Python the executors run.
+
+    Args:
+        spark_conf: the ``spark_conf`` setting.
+        archive: the ``archive`` setting, or None.
+
+    Returns:
+        ``spark_conf`` and no archives without an archive. With one: ``<archive>#env``, and
+        ``spark_conf`` with the executors on the unpacked archive's python and the driver, which
+        runs where the checkout is (client mode), on the checkout's unless ``spark_conf`` says.
+    """
+    if not archive:
+        return spark_conf, None
+    conf = {"spark.pyspark.driver.python": "{{ repo }}/.venv/bin/python", **spark_conf,
+            "spark.pyspark.python": f"./{ARCHIVE_ALIAS}/bin/python"}
+    return conf, f"{archive}#{ARCHIVE_ALIAS}"
+
+
+SPARK_CONF, ARCHIVES = python_settings(SETTINGS["spark_conf"], SETTINGS["archive"])
+
+
 def spark_job(job: str, args: list[str], **kwargs) -> SparkSubmitOperator:
     """One ``spark-submit <repo>/jobs/<job>.py --conf CONF ARGS`` task named after the job."""
     return SparkSubmitOperator(
@@ -80,7 +115,8 @@ def spark_job(job: str, args: list[str], **kwargs) -> SparkSubmitOperator:
         application=os.path.join(REPO, "jobs", f"{job}.py"),
         application_args=["--conf", CONF, *args],
         conn_id=SETTINGS["conn_id"],
-        conf=SETTINGS["spark_conf"],
+        conf=SPARK_CONF,
+        archives=ARCHIVES,
         packages=SETTINGS["packages"],
         py_files=SETTINGS["py_files"],
         execution_timeout=timeout(job),

@@ -154,9 +154,9 @@ def test_local_yaml_spells_out_every_key_of_the_schema():
     assert missing == []  # (unknown keys are load errors: test_local_yaml_is_the_embedded_default)
 
 
-def test_readme_configuration_block_names_every_section():
-    with open("README.md", encoding="utf-8") as fh:
-        readme = fh.read()
-    block = readme.split("## Configuration", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+def test_configuration_doc_block_names_every_section():
+    with open("docs/configuration.md", encoding="utf-8") as fh:
+        page = fh.read()
+    block = page.split("# Configuration", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
     sections = {line.split(":", 1)[0] for line in block.splitlines() if line and not line.startswith(" ")}
     assert sections == set(to_dict(Config()))

@@ -2,10 +2,10 @@
 
 Runs in the Airflow environment (.venv-airflow), not in the project's:
 
-    python check_dag.py DAGS_DIR DS VARIABLE_JSON
+    python check_dag.py DAGS_DIR DS VARIABLE_JSON [VARIABLE_JSON ...]
 
 describes the DAG for the scheduled run of date DS, first as it is, then with the Variable
-``mtrank_nightly`` set to VARIABLE_JSON. Needs no database: the DagBag, the serialized DAG (what
+``mtrank_nightly`` set to each VARIABLE_JSON in turn. Needs no database: the DagBag, the serialized DAG (what
 the scheduler sees) and template rendering all work from the DAG file alone.
 """
 from __future__ import annotations
@@ -59,7 +59,9 @@ def rendered(dag, logical_date: pendulum.DateTime, params: dict) -> dict:
         # render_template leaves the task unchanged, so the DAG can be rendered again.
         out[task_id] = {field: task.render_template(getattr(task, field), context, env) for field in names}
         if task_id in SPARK_TASKS:
-            out[task_id]["conn_id"] = task._conn_id  # not templated; the operator keeps it private
+            # Not templated; the operator keeps them private.
+            out[task_id]["conn_id"] = task._conn_id
+            out[task_id]["archives"] = task._archives
     return out
 
 
@@ -109,10 +111,12 @@ def describe(dag_folder: str, ds: str) -> dict:
 
 
 if __name__ == "__main__":
-    dag_folder, ds, variable = sys.argv[1:4]
+    dag_folder, ds, *variables = sys.argv[1:]
     default = describe(dag_folder, ds)
-    # The environment is one of Airflow's secrets backends: AIRFLOW_VAR_<KEY> is Variable <key>.
-    os.environ["AIRFLOW_VAR_MTRANK_NIGHTLY"] = variable
-    overridden = describe(dag_folder, ds)
+    overridden = []
+    for variable in variables:
+        # The environment is one of Airflow's secrets backends: AIRFLOW_VAR_<KEY> is Variable <key>.
+        os.environ["AIRFLOW_VAR_MTRANK_NIGHTLY"] = variable
+        overridden.append(describe(dag_folder, ds))
     # Airflow logs to stdout too: the facts are the last line.
     print(json.dumps({"default": default, "overridden": overridden}, default=str))

@@ -18,6 +18,11 @@ DS = "2026-10-10"  # a Saturday
 VARIABLE = {"schedule": "30 1 * * *", "conn_id": "spark_yarn", "repo": "/srv/mtrank", "retries": 5,
             "conf_path": "/etc/mtrank/prod.yaml", "timeout_hours": {"train": 8}}
 PYTHON, PLAN_JOB = "/opt/mtrank/.venv/bin/python", "/opt/mtrank/jobs/plan.py"
+ARCHIVE = "hdfs:///apps/mtrank/mtrank-env-0.2.0.tar.gz"  # dist/mtrank-env.tar.gz of `make package`
+# The archive alone (client deploy mode), then with a spark_conf for cluster deploy mode.
+ARCHIVED = {"archive": ARCHIVE}
+ARCHIVED_CLUSTER = {"archive": ARCHIVE, "spark_conf": {"spark.pyspark.driver.python": "./env/bin/python",
+                                                       "spark.executor.memory": "16g"}}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +32,7 @@ def facts(tmp_path_factory) -> dict:
     env["AIRFLOW_HOME"] = str(tmp_path_factory.mktemp("airflow_home"))
     result = subprocess.run(
         [str(AIRFLOW_PYTHON), str(REPO / "tests" / "dags" / "check_dag.py"), str(REPO / "dags"), DS,
-         json.dumps(VARIABLE)],
+         *(json.dumps(v) for v in (VARIABLE, ARCHIVED, ARCHIVED_CLUSTER))],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -120,17 +125,48 @@ def test_rendered_job_arguments(dag):
     assert dag["rendered_forced"]["train"] == jobs["train"]
 
 
+def spark_jobs(dag: dict) -> dict:
+    return {task_id: job for task_id, job in dag["rendered"].items() if "conn_id" in job}
+
+
 def test_spark_settings(dag):
-    for job in dag["rendered"].values():
-        if "conn_id" in job:
-            assert job["conn_id"] == "spark_default"
-            assert job["packages"] == "io.delta:delta-spark_2.13:4.0.1"
-            assert job["conf"]["spark.pyspark.python"] == PYTHON
-            assert job["conf"]["spark.executor.memory"] == "8g"
+    assert sorted(spark_jobs(dag)) == ["build_samples", "report", "score", "train"]
+    for job in spark_jobs(dag).values():
+        assert job["conn_id"] == "spark_default"
+        assert job["packages"] == "io.delta:delta-spark_2.13:4.0.1"
+        # No archive: every node runs the checkout's .venv, driver and executors alike.
+        assert job["archives"] is None
+        assert job["conf"]["spark.pyspark.python"] == PYTHON
+        assert "spark.pyspark.driver.python" not in job["conf"]
+        assert job["conf"]["spark.executor.memory"] == "8g"
+
+
+def test_an_archive_ships_the_environment_to_the_executors(facts, dag):
+    archived = facts["overridden"][1]
+    assert archived["import_errors"] == {}
+    for task_id, job in spark_jobs(archived).items():
+        # spark-submit --archives <archive>#env --conf spark.pyspark.python=./env/bin/python
+        assert job["archives"] == f"{ARCHIVE}#env"
+        assert job["conf"]["spark.pyspark.python"] == "./env/bin/python"
+        # The driver runs on the submitting host (client mode), with the checkout's .venv.
+        assert job["conf"]["spark.pyspark.driver.python"] == PYTHON
+        assert job["conf"]["spark.executor.memory"] == "8g"
+        assert job["application"] == dag["rendered"][task_id]["application"]
+        assert job["application_args"] == dag["rendered"][task_id]["application_args"]
+    # The plan runs on the Airflow worker, with the checkout's interpreter either way.
+    assert archived["rendered"]["plan"] == dag["rendered"]["plan"]
+
+
+def test_cluster_deploy_mode_keeps_its_driver_python(facts):
+    for job in spark_jobs(facts["overridden"][2]).values():
+        assert job["archives"] == f"{ARCHIVE}#env"
+        assert job["conf"] == {"spark.pyspark.python": "./env/bin/python",
+                               "spark.pyspark.driver.python": "./env/bin/python",
+                               "spark.executor.memory": "16g"}
 
 
 def test_variable_overrides_settings(facts):
-    dag = facts["overridden"]
+    dag = facts["overridden"][0]
     assert dag["import_errors"] == {}
     assert dag["schedule"]["expression"] == "30 1 * * *"
     assert dag["run"]["logical_date"] == "2026-10-10T01:30:00+00:00"
