@@ -18,6 +18,9 @@ INSTALL_REQUIRES = [
     "pyyaml>=6",
     "tqdm>=4.66",
     "matplotlib>=3.8,<3.11",
+    # Tracking and the model registry (pipeline/tracking.py). 3.17.2 installs beside the pins above
+    # without moving them (it downgrades python-dateutil to 2.9 and importlib_metadata to 9.1).
+    "mlflow==3.17.2",
 ]
 
 setup(
