@@ -45,7 +45,6 @@ CHAMPION = "champion"
 MODEL_PATH = "model"                 # the pyfunc model's folder in a run's artifacts
 MODEL_ID_TAG = "mtrank.model_id"     # on runs and versions: the project's model id
 MODEL_TYPE_TAG = "mtrank.model_type"
-PREDICTIONS = ("p_ctr", "p_cvr", "p_ctcvr")
 REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "pyspark")  # pinned in the logged model
 MAX_PARAM_LENGTH = 6000              # MLflow's limit on a param value
 
@@ -187,7 +186,7 @@ class RankingPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: Optional[dict[str, Any]] = None) -> pd.DataFrame:
         from pipeline.features.encoders import encode_frame
-        from pipeline.scoring.score import predict_arrays
+        from pipeline.scoring.score import PREDICTIONS, predict_arrays
 
         cat, num = encode_frame(model_input, self.model.encoders)
         out = predict_arrays(self.model, cat, num, self.batch_size)
