@@ -304,12 +304,16 @@ def find_champion(cfg: Config) -> Optional[Champion]:
     found = store(cfg)
     if cfg.mlflow.tracking_uri is None and not os.path.exists(found.tracking_uri[len("sqlite:///"):]):
         return None  # opening it would create it (and MLflow's tables: seconds)
+    client = _client(found)
     try:
-        version = _client(found).get_model_version_by_alias(found.model_name, CHAMPION)
+        aliases = client.get_registered_model(found.model_name).aliases  # alias -> version
     except MlflowException as err:
-        if _is(err, RESOURCE_DOES_NOT_EXIST) or "not found" in str(err).lower():
+        if _is(err, RESOURCE_DOES_NOT_EXIST):
             return None
         raise
+    if CHAMPION not in aliases:
+        return None
+    version = client.get_model_version(found.model_name, str(aliases[CHAMPION]))
     model_id = version.tags.get(MODEL_ID_TAG)
     if not model_id:
         raise PipelineError(f"{model_uri(cfg)} (version {version.version}) has no {MODEL_ID_TAG} tag; "

@@ -70,3 +70,21 @@ def test_each_validation_is_a_step_and_the_report_metrics_are_test_metrics():
     metrics = {"ctr": {"auc": 0.71, "rows": 2000, "reliability": [[0.1, 0.2]]}, "ctcvr": {"auc": float("nan")}}
     final = tracking.final_metrics(metrics)
     assert final.keys() == {"test.ctr.auc", "test.ctr.rows", "test.ctcvr.auc"} and final["test.ctr.auc"] == 0.71
+
+
+def test_the_champion_is_the_alias_of_a_registered_version(tmp_path):
+    cfg = load_config(None, [f"storage.root={tmp_path}"])
+    assert tracking.find_champion(cfg) is None and not os.path.exists(tmp_path / "mlflow.db")  # looking creates nothing
+    model_dir = tmp_path / "artifacts" / "esmm-1"
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.json").write_text("{}")
+
+    first = tracking.log_training(cfg, model_id="esmm-1", model_type="esmm", artifact_dir=str(model_dir))
+    assert tracking.find_champion(cfg) is None  # registered, no alias yet
+    second = tracking.log_training(cfg, model_id="esmm-2", model_type="esmm", artifact_dir=str(model_dir))
+    assert (first.version, second.version, second.uri) == (1, 2, "models:/mtrank/2")
+
+    tracking.set_champion(cfg, first.version)
+    assert tracking.find_champion(cfg) == tracking.Champion(model_id="esmm-1", version=1)
+    tracking.set_champion(cfg, second.version)  # moves
+    assert tracking.find_champion(cfg) == tracking.Champion(model_id="esmm-2", version=2)
