@@ -181,6 +181,9 @@ def _report(cfg: Config, args: argparse.Namespace) -> int:
     summary = build_report(get_spark(cfg, app_name="mtrank-report"), cfg, args.out)
     print(summary.line())
     print(f"open {os.path.abspath(summary.path)} in a browser (one self-contained file)")
+    from pipeline.tracking import ui_command
+
+    print(ui_command(cfg))
     return 0
 
 

@@ -488,6 +488,22 @@ class PromotionConf:
 
 
 @dataclass(frozen=True)
+class MlflowConf:
+    """Where ``pipeline train`` logs its runs and registers its models (``pipeline/tracking.py``)."""
+
+    # None: sqlite:///<storage.root>/mlflow.db, artifacts under <storage.root>/mlflow-artifacts;
+    # else any MLflow tracking URI (http://host:5000, databricks, sqlite:///path).
+    tracking_uri: Optional[str] = None
+    registry_uri: Optional[str] = None    # None: the tracking store (databricks: its workspace registry)
+    experiment: str = "mtrank"            # runs go to this experiment (created on first use)
+    registered_model: str = "mtrank"      # every trained model is a version of it; champion is its alias
+
+    def __post_init__(self) -> None:
+        _require(bool(self.experiment.strip()), "mlflow.experiment must not be empty")
+        _require(bool(self.registered_model.strip()), "mlflow.registered_model must not be empty")
+
+
+@dataclass(frozen=True)
 class ReportConf:
     """``pipeline report``: where the self-contained HTML page is written."""
 
@@ -515,6 +531,7 @@ class Config:
     report: ReportConf = field(default_factory=ReportConf)
     nightly: NightlyConf = field(default_factory=NightlyConf)
     promotion: PromotionConf = field(default_factory=PromotionConf)
+    mlflow: MlflowConf = field(default_factory=MlflowConf)
 
     def table_path(self, name: str) -> str:
         """Where table ``name`` lives: ``tables.<name>`` or ``<storage.root>/<name>``."""

@@ -1,5 +1,8 @@
-"""The ``models`` registry: one row per trained model, and the alias ``champion`` on the one that
-``pipeline score`` uses by default.
+"""The ``models`` registry: every trained model is a version of the MLflow registered model
+``mlflow.registered_model`` (``pipeline.tracking``), and the version with the MLflow alias
+``champion`` is the model that ``pipeline score`` uses by default. The Delta ``models`` table
+mirrors them for SQL: one row per version (its ``model_id``, MLflow run and version number,
+metrics, artifact directory), its ``alias`` the champion's.
 
 ``pipeline train`` registers every model as a candidate (``alias`` null) and, unless told
 ``--no-promote``, runs the gate: the model becomes the champion when its type can score (it
@@ -10,13 +13,15 @@ metrics, is promoted. ``decide`` is that rule on numbers alone; ``gate`` reads t
 has it measured around it. The decision, one line, is the row's ``gate``.
 
 ``pipeline promote MODEL_ID`` moves the alias by hand, bypassing the gate but not the check that
-the model can score. Moving the alias is one Delta commit (``delta.insert_rows`` with a unique
-marker, ``delta.move_marker``), so a reader sees one champion at every version once there is one.
-A registry written before ``alias`` and ``gate`` existed has no champion; its next write adds the
-columns.
+the model can score; a model registered before MLflow was used (a row without a version) is
+logged and registered first. The alias moves in MLflow first, then in the mirror in one Delta
+commit (``delta.insert_rows`` with a unique marker, ``delta.move_marker``), so a reader of the
+table sees one champion at every version once there is one. A registry written before ``alias``
+and ``gate`` (or the MLflow columns) existed gets the columns on its next write.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -28,9 +33,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
 
+from pipeline import tracking
 from pipeline.config import Config, PromotionConf
 from pipeline.errors import PipelineError
 from pipeline.io import delta
+from pipeline.tracking import CHAMPION, LoggedModel
 from pipeline.training.artifacts import load_artifact
 
 MODELS_SCHEMA = StructType([
@@ -39,10 +46,10 @@ MODELS_SCHEMA = StructType([
     StructField("train_end", DateType()), StructField("training_set_version", LongType()),
     StructField("params", StringType()), StructField("metrics", StringType()),
     StructField("artifact_uri", StringType()),
+    StructField("mlflow_run_id", StringType()), StructField("mlflow_version", LongType()),  # of mlflow.registered_model
     StructField("alias", StringType()),  # CHAMPION on one row at most, else null
     StructField("gate", StringType()),   # the gate's decision, one line
 ])
-CHAMPION = "champion"
 LATEST = "latest"
 SCORE_NEEDS = ("p_ctr", "p_cvr")  # the estimates pipeline score reads (p_ctcvr is their product)
 BY_HAND = "promoted by hand"
@@ -58,6 +65,7 @@ class RegisteredModel:
     artifact_uri: str
     alias: Optional[str] = None
     gate: Optional[str] = None
+    mlflow_version: Optional[int] = None  # None: registered before MLflow was used
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,18 +165,29 @@ def _newest_first(models: DataFrame) -> DataFrame:
 
 def _registered(models: DataFrame) -> Optional[RegisteredModel]:
     """The first row of ``models`` (already filtered and ordered)."""
-    columns = [name for name in ("model_id", "model_type", "created_at", "artifact_uri", "alias", "gate")
-               if name in models.columns]  # alias and gate: absent from a registry written before them
+    columns = [name for name in ("model_id", "model_type", "created_at", "artifact_uri", "alias", "gate",
+                                 "mlflow_version")
+               if name in models.columns]  # alias, gate, mlflow_version: absent from a registry written before them
     rows = models.select(*columns).limit(1).collect()
     return RegisteredModel(**rows[0].asDict()) if rows else None
 
 
 def find_champion(spark: SparkSession, cfg: Config) -> Optional[RegisteredModel]:
-    """The model with the alias ``champion``, or ``None``."""
-    models = read_models(spark, cfg)
-    if models is None or "alias" not in models.columns:
+    """The model whose MLflow version has the alias ``champion`` (its row of the table), or ``None``.
+
+    Raises:
+        PipelineError: the table lacks the champion's row (a table that MLflow's model is not mirrored in).
+    """
+    champion = tracking.find_champion(cfg)
+    if champion is None:
         return None
-    return _registered(_newest_first(models.where(F.col("alias") == F.lit(CHAMPION))))
+    models = read_models(spark, cfg)
+    found = None if models is None else _registered(models.where(F.col("model_id") == F.lit(champion.model_id)))
+    if found is None:
+        raise PipelineError(f"the champion {champion.model_id} ({tracking.model_uri(cfg)}, version "
+                            f"{champion.version}) is not in the models table at {cfg.table_path('models')}; "
+                            f"mlflow.registered_model and tables.models belong together")
+    return found
 
 
 def resolve_model(spark: SparkSession, cfg: Config, model_id: str = CHAMPION) -> RegisteredModel:
@@ -200,13 +219,17 @@ def resolve_model(spark: SparkSession, cfg: Config, model_id: str = CHAMPION) ->
 
 def register_model(spark: SparkSession, cfg: Config, *, model_id: str, name: str, train_start: dt.date,
                    train_end: dt.date, training_set_version: int, params: dict, metrics: dict,
-                   artifact_uri: str, decision: GateDecision = NOT_GATED) -> int:
-    """Inserts the model's row; when ``decision.promote``, the same commit moves the alias
-    ``champion`` to it. Returns the version written."""
+                   artifact_uri: str, logged: LoggedModel, decision: GateDecision = NOT_GATED) -> int:
+    """Mirrors the MLflow version ``logged`` of the model in a new row; when ``decision.promote``,
+    gives it the MLflow alias ``champion`` first, and the same commit moves the table's alias.
+    Returns the table version written."""
+    if decision.promote:
+        tracking.set_champion(cfg, logged.version)
     row = {"model_id": model_id, "model_type": name, "created_at": dt.datetime.now(dt.timezone.utc),
            "train_start": train_start, "train_end": train_end, "training_set_version": training_set_version,
            "params": json.dumps(params, sort_keys=True, default=str),
            "metrics": json.dumps(metrics, sort_keys=True, default=float), "artifact_uri": artifact_uri,
+           "mlflow_run_id": logged.run_id, "mlflow_version": logged.version,
            "alias": CHAMPION if decision.promote else None, "gate": decision.line}
     path = cfg.table_path("models")
     version = delta.insert_rows(spark.createDataFrame([row], MODELS_SCHEMA), path, key="model_id",
@@ -261,8 +284,9 @@ class PromoteSummary:
 
 
 def promote(spark: SparkSession, cfg: Config, model_id: str) -> PromoteSummary:
-    """Makes ``model_id`` the champion by hand (the gate bypassed), in one commit; its ``gate``
-    records it.
+    """Makes ``model_id`` the champion by hand (the gate bypassed): the MLflow alias, then the
+    table's in one commit; its ``gate`` records it. A model without an MLflow version (registered
+    before MLflow was used) is logged and registered first.
 
     Raises:
         PipelineError: an unknown id, a missing artifact, or a model type that cannot score.
@@ -274,9 +298,17 @@ def promote(spark: SparkSession, cfg: Config, model_id: str) -> PromoteSummary:
         raise PipelineError(f"model {chosen.model_id} ({chosen.model_type}) cannot score: it lacks "
                             f"{' and '.join(lacking)} (score needs {' and '.join(SCORE_NEEDS)}); not promoted")
     current = find_champion(spark, cfg)
-    if current is not None and current.model_id == chosen.model_id:
+    if current is not None and current.model_id == chosen.model_id and chosen.alias == CHAMPION:
         return PromoteSummary(chosen.model_id, chosen.model_type, chosen.model_id, path,
                               delta.current_version(spark, path))
+    also = {}
+    if chosen.mlflow_version is None:
+        logged = tracking.log_training(cfg, model_id=chosen.model_id, model_type=chosen.model_type,
+                                      artifact_dir=chosen.artifact_uri,
+                                      tags={"mtrank.registered_by": "pipeline promote"})
+        chosen = dataclasses.replace(chosen, mlflow_version=logged.version)
+        also = {"mlflow_run_id": F.lit(logged.run_id), "mlflow_version": F.lit(logged.version).cast("long")}
+    tracking.set_champion(cfg, chosen.mlflow_version)
     delta.add_columns(spark, path, MODELS_SCHEMA)
     earlier = chosen.gate or ""
     if earlier.startswith(BY_HAND):  # promoted by hand before: keep the gate's own decision only
@@ -284,24 +316,25 @@ def promote(spark: SparkSession, cfg: Config, model_id: str) -> PromoteSummary:
     note = (f"{BY_HAND} at {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC (pipeline promote), replacing "
             f"{current.model_id if current else 'no champion'}; before: {earlier or 'no gate'}")
     version = delta.move_marker(spark, path, key="model_id", key_value=chosen.model_id, column="alias",
-                                value=CHAMPION, also={"gate": F.lit(note)})
+                                value=CHAMPION, also={"gate": F.lit(note), **also})
     return PromoteSummary(chosen.model_id, chosen.model_type, current.model_id if current else None, path, version)
 
 
 def models_frame(spark: SparkSession, cfg: Config) -> Optional[pd.DataFrame]:
-    """What ``pipeline models`` prints, newest first: id, type, when, training days, the
-    ``promotion.metrics``, alias and gate; ``None`` without a registry."""
+    """What ``pipeline models`` prints, newest first: id, type, MLflow version, when, training days,
+    the ``promotion.metrics``, alias and gate; ``None`` without a registry."""
     models = read_models(spark, cfg)
     if models is None:
         return None
-    for name in ("alias", "gate"):
+    for name, kind in (("alias", "string"), ("gate", "string"), ("mlflow_version", "long")):
         if name not in models.columns:
-            models = models.withColumn(name, F.lit(None).cast("string"))
-    frame = _newest_first(models).select("model_id", "model_type", "created_at", "train_start", "train_end",
-                                         "metrics", "alias", "gate").toPandas()
+            models = models.withColumn(name, F.lit(None).cast(kind))
+    frame = _newest_first(models).select("model_id", "model_type", "mlflow_version", "created_at", "train_start",
+                                         "train_end", "metrics", "alias", "gate").toPandas()
     metrics = [metric_values(json.loads(text or "{}"), cfg.promotion.metrics) for text in frame["metrics"]]
     return pd.DataFrame({
         "model_id": frame["model_id"], "model_type": frame["model_type"],
+        "version": [f"v{int(v)}" if pd.notna(v) else "" for v in frame["mlflow_version"]],
         "created_at": frame["created_at"].dt.strftime("%Y-%m-%d %H:%M"),
         "train": [f"{a}..{b}" for a, b in zip(frame["train_start"], frame["train_end"])],
         **{name: [m[name] for m in metrics] for name in cfg.promotion.metrics},

@@ -7,7 +7,8 @@ version written and hands Petastorm that snapshot's files. With ``--num-proc N >
 loop runs in N Horovod processes started as Spark tasks (``horovod.spark.run``), each reading its
 own shard; with 1 it runs in this process. Rank 0 writes checkpoints and the artifact; this
 process evaluates the artifact on the report days, runs the promotion gate against the champion
-(``pipeline.registry``) and writes the ``models`` registry row.
+(``pipeline.registry``), logs the run to MLflow and registers the model there as a new version
+(``pipeline.tracking``), and writes the ``models`` registry row.
 
 A run killed midway leaves ``<artifacts>/_checkpoints/<model>-<start>-<end>/``; the same command
 resumes from its last epoch, with any number of processes. The checkpoint records a fingerprint
@@ -40,6 +41,7 @@ from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders, encode
 from pipeline.io import delta
 from pipeline.models import Inputs, ModelSpec, RankingModel, build_model, make_weighting
 from pipeline.data import Columns, DataFile, read_batches, shard_batches, snapshot_files
+from pipeline import tracking
 from pipeline.registry import NOT_GATED, gate, register_model
 from pipeline.scoring.score import encoded_arrays
 from pipeline.training.artifacts import load_artifact, save_artifact, write_metrics
@@ -66,6 +68,7 @@ class TrainSummary:
     metrics: dict
     seconds: float
     gate: str = ""  # the promotion gate's decision
+    mlflow_uri: str = ""  # models:/<registered model>/<version>
 
     def line(self) -> str:
         parts = []
@@ -78,7 +81,8 @@ class TrainSummary:
                 f"training set v{self.training_set_version}, {self.epochs_run} epochs (best {self.best_epoch:g}), "
                 f"{self.samples_per_second:,.0f} samples/s; {', '.join(parts)} on {self.report_days[0]}"
                 f"{'..' + str(self.report_days[-1]) if len(self.report_days) > 1 else ''}; "
-                f"artifact {self.artifact_uri}; {self.gate or 'not registered'}; {self.seconds:.1f} s")
+                f"artifact {self.artifact_uri} ({self.mlflow_uri or 'not in MLflow'}); "
+                f"{self.gate or 'not registered'}; {self.seconds:.1f} s")
 
 
 def model_inputs(encoders: Encoders) -> Inputs:
@@ -176,15 +180,19 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
         decision = gate(spark, cfg, estimates=loaded.network.estimates, metrics=headline, days=split.report,
                         measure=lambda champion: _headline(evaluate_artifact(spark, cfg, champion.artifact_uri,
                                                                              split.report)))
+    logged = tracking.log_training(cfg, model_id=model_id, model_type=name, artifact_dir=job.artifact_dir,
+                                   params=params, history=result.history, metrics=headline,
+                                   tags={"mtrank.train_start": str(start), "mtrank.train_end": str(end),
+                                         "mtrank.training_set_version": str(training_set.version)})
     register_model(spark, cfg, model_id=model_id, name=name, train_start=start, train_end=end,
                    training_set_version=training_set.version, params=params,
-                   metrics=headline, artifact_uri=job.artifact_dir, decision=decision)
+                   metrics=headline, artifact_uri=job.artifact_dir, logged=logged, decision=decision)
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: nothing left to resume
     return TrainSummary(model_id=model_id, name=name, artifact_uri=job.artifact_dir, train_start=start,
                         train_end=end, report_days=split.report, training_set_version=training_set.version,
                         best_epoch=result.best_epoch, epochs_run=result.epochs_run,
                         samples_per_second=result.samples_per_second, metrics=metrics,
-                        seconds=time.perf_counter() - clock, gate=decision.line)
+                        seconds=time.perf_counter() - clock, gate=decision.line, mlflow_uri=logged.uri)
 
 
 # Training conf keys that leave the trained weights as they are (a checkpoint resumes with any

@@ -5,7 +5,9 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from pipeline.config import load_config
-from pipeline.features.encoders import Encoders, encode, fit_encoders
+import numpy as np
+
+from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders, encode, encode_frame, fit_encoders
 
 D1, D2 = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
 
@@ -63,3 +65,23 @@ def test_stored_encoders_reproduce_the_encoding_exactly(rows):
     assert again == enc
     assertDataFrameEqual(encode(rows, again, keep=("shop", "color", "price", "dt")),
                          encode(rows, enc, keep=("shop", "color", "price", "dt")))
+
+
+def test_the_pandas_encoding_equals_the_spark_one(spark):
+    # Text, an int column with nulls (pandas reads it as floats), numbers as text, hashed values
+    # of every XXH64 length class (< 4, < 8, < 32 and >= 32 bytes, multi-byte UTF-8).
+    long_text = "a value long enough for two 32-byte stripes of XXH64, é ü"
+    data = [("a", 1, "x", 1.0), ("a", 2, "xyz1", 3.0), ("b", None, "seven-b", None), ("b", 2, long_text, -7.5),
+            (None, 3, None, 1e6), ("c", 1, "δδδδδδδδδδδδδδδδ", 0.0), ("a", 40, "x", 2.0)]
+    rows = spark.createDataFrame(data, "shop string, slot int, color string, price double")
+    conf = load_config(None, ["features.categorical=[shop, slot, color]", "features.numeric=[price]",
+                              "features.min_count=1", "features.hash_buckets.color=1000"]).features
+    enc = fit_encoders(rows.limit(5), conf)
+    spark_side = encode(rows, enc, keep=("shop", "slot", "color", "price")).toPandas()
+
+    cat, num = encode_frame(spark_side[["shop", "slot", "color", "price"]], enc)
+
+    np.testing.assert_array_equal(cat, spark_side[[f"{CAT_PREFIX}{n}" for n in enc.categorical]].to_numpy())
+    np.testing.assert_array_equal(num, spark_side[[f"{NUM_PREFIX}{n}" for n in enc.numeric]].to_numpy())
+    assert spark_side["slot"].dtype == float  # read back as ints: 1.0 is the value "1"
+    assert ((cat[:, 1] > 0) == spark_side["slot"].isin([1, 2, 3])).all()  # null and the unseen 40: unknown

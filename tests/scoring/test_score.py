@@ -145,7 +145,8 @@ def test_candidates_with_unseen_values_score_as_unknown_ids(spark, world):
 def test_champion_by_default_latest_the_newest_registered_model(spark, world, tmp_path):
     cfg, model, _ = world
     path = str(tmp_path / "models")
-    registry = make_cfg(cfg.storage.root, *WORLD, f"tables.models={path}")
+    # Another table, another registered model in the same MLflow store: a registry of its own.
+    registry = make_cfg(cfg.storage.root, *WORLD, f"tables.models={path}", "mlflow.registered_model=mtrank-other")
     with pytest.raises(PipelineError, match=r"no models registered \(no models table at ") as err:
         resolve_model(spark, registry)
     one_line(err)
