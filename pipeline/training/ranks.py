@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import traceback
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
