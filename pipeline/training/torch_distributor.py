@@ -84,6 +84,8 @@ class TorchRanks(SingleProcess):
             for optimizer in optimizers:
                 _broadcast_state(optimizer, source=0)
         if self._optimizers:
+            # Join is a context manager around one rank's batches; the loop marks its two ends
+            # with sync and join, so it is entered here and left in join.
             self._epoch = Join(self._optimizers)
             self._epoch.__enter__()
 

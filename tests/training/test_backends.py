@@ -4,12 +4,20 @@ every row once, learning like one process, resume: tests/data/test_reader.py and
 a hung rank and the time limit: test_faults.py."""
 import subprocess
 import sys
+import typing
 
 import pytest
 import torch
 
+from pipeline.config import TrainingConf, load_config
 from pipeline.errors import RunFailure
 from pipeline.training.backends import BACKENDS
+
+
+def test_the_conf_names_the_backends_there_are():
+    assert set(typing.get_args(typing.get_type_hints(TrainingConf)["backend"])) == set(BACKENDS)
+    assert TrainingConf().backend == "horovod"
+    assert load_config(None, ["training.backend=torch_distributor"]).training.backend == "torch_distributor"
 
 
 def test_horovod_torch_imports_with_gloo():
