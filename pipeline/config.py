@@ -234,7 +234,8 @@ class TrainingConf:
     validation_days: int = 1              # days after --end used for early stopping
     test_days: int = 1                    # days after those, for the reported metrics (0: report validation)
     final_only: bool = True               # train only on partitions whose labels are final
-    num_proc: int = 2                 # Horovod processes (Spark tasks); 1 trains in this process
+    num_proc: int = 2                     # training processes (Spark tasks); 1 trains in this process
+    backend: Literal["horovod", "torch_distributor"] = "horovod"  # what runs num_proc > 1 (docs/backends.md)
     time_limit_minutes: int = 240         # wall clock of a training job; past it the job fails
     stall_seconds: int = 300              # a rank that waits this long for the others fails the job
 

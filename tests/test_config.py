@@ -85,6 +85,7 @@ def test_to_dict_round_trips(tmp_path):
     ("synth: {dirt: {malformed: 0.9}}\n", "synth.dirt.malformed"),
     ("spark: {conf: [a, b]}\n", "spark.conf"),
     ("storage: [1]\n", "storage"),
+    ("training: {backend: mpi}\n", "training.backend"),
 ])
 def test_bad_file_names_the_key(tmp_path, text, named):
     path = write(tmp_path, text)
@@ -100,6 +101,7 @@ def test_bad_file_names_the_key(tmp_path, text, named):
     ("labels.click_window_hours=-1", "labels.click_window_hours"),
     ("synth.start_date=2026-13-01", "synth.start_date"),
     ("no-equals-sign", "no-equals-sign"),
+    ("training.backend=mpi", "training.backend"),
 ])
 def test_bad_override_names_the_key(override, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):

@@ -2,7 +2,8 @@
 
 The trainer pins the ``training_set`` version, lists that snapshot's active Parquet files
 (``snapshot_files``; never a directory scan, since a Delta folder keeps files that are no longer
-part of the table) and hands the list to Petastorm. Each Horovod rank reads its own shard.
+part of the table) and hands the list to Petastorm. Each training rank reads its own shard,
+whichever backend started it (``training.backend``).
 
 How Petastorm 0.12.1 shards a list of files (``Reader._partition_row_groups``): it numbers the row
 groups in list order, file by file, and within a file by row-group index; rank ``r`` of ``size``
@@ -294,8 +295,8 @@ def open_batches(files: Sequence[DataFile], *, columns: Columns, batch_size: int
         files: the snapshot's files (``snapshot_files``), the same list on every rank.
         columns: what to read and how to stack it.
         batch_size: B; every batch but the last has B rows.
-        rank: this rank (``hvd.rank()``).
-        size: the number of ranks (``hvd.size()``).
+        rank: this rank (``ranks.rank`` of the training backend).
+        size: the number of ranks (``ranks.size``).
         shuffle: shuffle the row-group order and rows across a buffer.
         seed: the run's seed.
         epoch: the epoch, so every epoch has its own order.

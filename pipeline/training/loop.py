@@ -29,7 +29,7 @@ from tqdm import tqdm
 from pipeline.config import TrainingConf
 from pipeline.errors import RunFailure
 from pipeline.models import LossWeighting, RankingModel
-from pipeline.training.distributed import SingleProcess, time_limit_failure
+from pipeline.training.ranks import SingleProcess, time_limit_failure
 
 CHECKPOINT = "checkpoint.pt"
 Batch = dict[str, torch.Tensor]
@@ -116,7 +116,7 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
         checkpoint_dir: where ``checkpoint.pt`` is written after every epoch and resumed from.
         stop_after_epoch: stop after this epoch as if killed (tests of resume).
         progress: show a progress bar (rank 0).
-        ranks: the process group (``SingleProcess`` or ``HorovodRanks``).
+        ranks: the process group (``SingleProcess``, or a backend's ranks: ``pipeline.training.backends``).
         fingerprint: identifies the run in its checkpoint; a checkpoint with another one is
             ignored (training starts fresh and overwrites it after the first epoch).
         time_limit_s: wall-clock seconds the loop may run; default
@@ -157,7 +157,7 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
             total = weighting.total(losses, model.shared_parameters())
             factor = lr_factor(state["step"], total_steps, conf)
             for name, optimizer in optimizers.items():
-                optimizer.zero_grad()  # set_to_none by default (the Horovod wrapper takes no argument)
+                optimizer.zero_grad()  # set_to_none by default (Horovod's wrapper takes no argument)
                 for group, lr in zip(optimizer.param_groups, base_lrs[name]):
                     group["lr"] = 0.0 if deep_done and not group["wide"] else lr * factor
             total.backward()

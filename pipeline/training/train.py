@@ -4,8 +4,9 @@ Training days ``--start..--end`` (final partitions only, unless ``training.final
 then ``training.validation_days`` for early stopping and ``training.test_days`` for the reported
 metrics. Spark writes the encoded days to the ``training_set`` table; the trainer pins the
 version written and hands Petastorm that snapshot's files. With ``--num-proc N > 1`` the training
-loop runs in N Horovod processes started as Spark tasks (``horovod.spark.run``), each reading its
-own shard; with 1 it runs in this process. Rank 0 writes checkpoints and the artifact; this
+loop runs in N processes started as Spark tasks by ``training.backend`` (Horovod's
+``horovod.spark.run``, or Spark's TorchDistributor: ``pipeline.training.backends``), each reading
+its own shard; with 1 it runs in this process. Rank 0 writes checkpoints and the artifact; this
 process evaluates the artifact on the report days, runs the promotion gate against the champion
 (``pipeline.registry``), logs the run to MLflow and registers the model there as a new version
 (``pipeline.tracking``), and writes the ``models`` registry row.
@@ -15,7 +16,7 @@ resumes from its last epoch, with any number of processes. The checkpoint record
 of the run (model, training conf, the training rows' encoders, priors and row counts); a
 checkpoint with another fingerprint is ignored and training starts fresh. A training job past
 ``training.time_limit_minutes`` fails (``RunFailure``), with several processes too (a hung rank
-included: see ``run_on_spark``).
+included: see ``run_on_spark``). A checkpoint resumes under either backend.
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ from pipeline.registry import NOT_GATED, gate, register_model
 from pipeline.scoring.score import encoded_arrays
 from pipeline.training.artifacts import load_artifact, save_artifact, write_metrics
 from pipeline.training.dataset import KEYS, LABELS, batches, build_training_set, load_arrays, split_dates, to_tensors
-from pipeline.training.distributed import HorovodRanks, SingleProcess, run_on_spark
+from pipeline.training.backends import BACKENDS
+from pipeline.training.ranks import SingleProcess
 from pipeline.training.evaluate import evaluate, predict
 from pipeline.training.loop import TrainResult, fit
 
@@ -159,9 +161,9 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
     else:
         errors = os.path.join(checkpoints, "_errors")
         shutil.rmtree(errors, ignore_errors=True)
-        result = run_on_spark(train_on_rank, num_proc=num_proc, args=(job,), error_dir=errors,
-                              time_limit_s=cfg.training.time_limit_minutes * 60.0,
-                              stall_seconds=cfg.training.stall_seconds)[0]
+        run = BACKENDS[cfg.training.backend].run
+        result = run(train_on_rank, num_proc=num_proc, args=(job,), error_dir=errors,
+                     time_limit_s=cfg.training.time_limit_minutes * 60.0, stall_seconds=cfg.training.stall_seconds)[0]
     if stop_after_epoch is not None and result.epochs_run < cfg.training.epochs:
         raise PipelineError(f"stopped after epoch {result.epochs_run} as asked; run again to resume")
 
@@ -196,8 +198,8 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
 
 
 # Training conf keys that leave the trained weights as they are (a checkpoint resumes with any
-# number of processes, and after a run that hit its time limit).
-NOT_FINGERPRINTED = ("num_proc", "time_limit_minutes", "stall_seconds", "test_days")
+# number of processes, under either backend, and after a run that hit its time limit).
+NOT_FINGERPRINTED = ("num_proc", "backend", "time_limit_minutes", "stall_seconds", "test_days")
 
 
 def run_fingerprint(spec: ModelSpec, encoders: Encoders, priors: dict[str, float], conf: TrainingConf,
@@ -226,10 +228,10 @@ def _rounded(value):
 def train_on_rank(job: RankJob) -> TrainResult:
     """The training loop of one process: its shard of the snapshot's files through Petastorm.
 
-    Runs in this process (one process) or in a Spark task (``run_on_spark``). Rank 0 writes the
+    Runs in this process (one process) or in a process of ``training.backend``. Rank 0 writes the
     artifact (weights, spec, encoders, history, conf) of the best validation epoch.
     """
-    ranks = HorovodRanks() if job.num_proc > 1 else SingleProcess()
+    ranks = BACKENDS[job.cfg.training.backend].ranks() if job.num_proc > 1 else SingleProcess()
     if job.num_proc > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.num_proc))  # no oversubscribed cores
     conf = job.cfg.training

@@ -16,7 +16,7 @@ from pipeline.data.reader import (Columns, DataFile, assign_row_groups, open_bat
                                   rebatch, row_group_rows, shard_batches, shard_rows, snapshot_files, to_arrays)
 from pipeline.errors import PipelineError
 from pipeline.io import delta
-from pipeline.training.distributed import run_on_spark
+from pipeline.training.backends import BACKENDS
 
 D1, D2, D3 = dt.date(2026, 10, 1), dt.date(2026, 10, 2), dt.date(2026, 10, 3)
 LABELS = ("click", "conversion", "conversion_value")
@@ -132,21 +132,19 @@ def test_shuffled_order_follows_seed_and_epoch(uneven):
     assert first != sorted(first)
 
 
-def read_shard(files: list[DataFile], columns: Columns, batch_size: int) -> dict:
-    """One Horovod rank's epoch: its ids and batch count (top-level so Spark can ship it)."""
-    import horovod.torch as hvd
-
-    hvd.init()  # Horovod: join the job
-    # Horovod: each rank reads its own shard.
-    with open_batches(files, columns=columns, batch_size=batch_size, rank=hvd.rank(), size=hvd.size(),
+def read_shard(backend: str, files: list[DataFile], columns: Columns, batch_size: int) -> dict:
+    """One rank's epoch: its ids and batch count (top-level so Spark can ship it)."""
+    ranks = BACKENDS[backend].ranks()
+    with open_batches(files, columns=columns, batch_size=batch_size, rank=ranks.rank, size=ranks.size,
                       shuffle=True, seed=3, epoch=1) as batches:
         parts = [batch["impression_id"] for batch in batches]
-    return {"rank": hvd.rank(), "batches": len(parts), "ids": np.concatenate(parts).tolist()}
+    return {"rank": ranks.rank, "batches": len(parts), "ids": np.concatenate(parts).tolist()}
 
 
-def test_horovod_ranks_read_every_row_once(spark, uneven):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ranks_read_every_row_once(spark, uneven, backend):
     _, _, files = uneven
-    results = run_on_spark(read_shard, num_proc=2, args=(files, COLUMNS, 100))
+    results = BACKENDS[backend].run(read_shard, num_proc=2, args=(backend, files, COLUMNS, 100))
     assert [r["rank"] for r in results] == [0, 1]
     assert [len(r["ids"]) for r in results] == shard_rows(files, 2)
     assert [r["batches"] for r in results] == shard_batches(files, 2, 100)

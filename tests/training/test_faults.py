@@ -1,5 +1,5 @@
 """Training that fails instead of hanging, registering garbage or resuming another run's
-checkpoint: NaN losses, the time limit (one process, and a hung Horovod rank), checkpoint
+checkpoint: NaN losses, the time limit (one process, and a hung rank of each backend), checkpoint
 fingerprints."""
 import dataclasses
 import json
@@ -14,7 +14,8 @@ from pipeline.config import TrainingConf
 from pipeline.errors import PipelineError, RunFailure
 from pipeline.io import delta
 from pipeline.models.base import output_priors
-from pipeline.training.distributed import HorovodRanks, _job_failure, run_on_spark
+from pipeline.training.backends import BACKENDS
+from pipeline.training.distributed import _job_failure
 from pipeline.training.loop import CHECKPOINT
 from pipeline.training.train import train_in_memory, train_model
 
@@ -135,39 +136,48 @@ def test_train_model_ignores_the_checkpoint_of_another_conf(spark, small_world, 
     assert [h["seconds"] for h in history[:len(kept)]] == [h["seconds"] for h in kept]
 
 
-# --- a hung Horovod rank
+# --- a hung rank
 
-def hang_on_rank_one() -> None:
-    ranks = HorovodRanks()
+def hang_on_rank_one(backend: str, pid_dir: str) -> None:
+    ranks = BACKENDS[backend].ranks()
+    with open(os.path.join(pid_dir, f"rank-{ranks.rank}.pid"), "w", encoding="utf-8") as fh:
+        fh.write(str(os.getpid()))
     if ranks.rank == 1:
         time.sleep(3600)  # a rank stuck for good (a dead mount, a deadlock)
     ranks.sum({"x": 1.0})  # rank 0 waits here for its peer
 
 
-def _ranks_alive() -> list[psutil.Process]:
-    """Processes under this one that run a Horovod rank."""
+def _ranks_alive(pid_dir) -> list[int]:
+    """The rank processes (their pids left in ``pid_dir``) that still run."""
     alive = []
-    for process in psutil.Process().children(recursive=True):
+    for name in os.listdir(pid_dir):
         try:
-            if any("horovod.spark.task" in part for part in process.cmdline()):
-                alive.append(process)
+            if psutil.Process(int((pid_dir / name).read_text())).status() != psutil.STATUS_ZOMBIE:
+                alive.append(name)
         except psutil.NoSuchProcess:
             pass
     return alive
 
 
-def test_a_hung_rank_fails_the_job_at_the_time_limit(spark, tmp_path):
-    limit = 24.0
+@pytest.mark.parametrize("backend, limit", [("horovod", 24.0), ("torch_distributor", 60.0)])
+def test_a_hung_rank_fails_the_job_at_the_time_limit(spark, tmp_path, backend, limit):
+    # (TorchDistributor's ranks take longer to start: both ranks run before the limit.)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
     started = time.monotonic()
-    with pytest.raises(RunFailure, match=r"^training exceeded training.time_limit_minutes=0.4$"):
-        run_on_spark(hang_on_rank_one, num_proc=2, error_dir=str(tmp_path), time_limit_s=limit, stall_seconds=600)
+    with pytest.raises(RunFailure, match=rf"^training exceeded training.time_limit_minutes={limit / 60:g}$"):
+        BACKENDS[backend].run(hang_on_rank_one, num_proc=2, args=(backend, str(pid_dir)),
+                              error_dir=str(tmp_path / "errors"), time_limit_s=limit, stall_seconds=600)
     assert time.monotonic() - started < limit + 30
+    assert sorted(os.listdir(pid_dir)) == ["rank-0.pid", "rank-1.pid"]  # both ranks ran
     # Nothing left behind for the next tests of the session: no Spark job, no rank process.
+    def left() -> tuple[list, list]:
+        return spark.sparkContext.statusTracker().getActiveJobsIds(), _ranks_alive(pid_dir)
+
     deadline = time.monotonic() + 30
-    while (_ranks_alive() or spark.sparkContext.statusTracker().getActiveJobsIds()) and time.monotonic() < deadline:
+    while any(left()) and time.monotonic() < deadline:
         time.sleep(1)
-    assert not spark.sparkContext.statusTracker().getActiveJobsIds()
-    assert not _ranks_alive()
+    assert left() == ([], [])
 
 
 def test_a_rank_input_error_stays_an_input_error(tmp_path):

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.training.artifacts import load_artifact
+from pipeline.training.backends import BACKENDS
 from pipeline.training.dataset import batches, load_arrays, to_tensors
 from pipeline.training.evaluate import predict
 from pipeline.training.train import train_model
@@ -98,20 +99,24 @@ def test_interrupted_training_resumes_to_the_same_weights(spark, world):
     assert resumed.epochs_run == straight.epochs_run == 2
 
 
-def test_two_horovod_processes_learn_like_one(spark, world, esmm):
-    two = train_model(spark, world, START, END, model_name="esmm", num_proc=2, progress=False)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_processes_learn_like_one(spark, world, esmm, backend):
+    cfg = make_cfg(world.storage.root, *WORLD, f"training.backend={backend}")
+    two = train_model(spark, cfg, START, END, model_name="esmm", num_proc=2, progress=False)
     # Two ranks see the same rows in another order, in steps of two batches at twice the learning
     # rate: the same model up to the noise of SGD, which moves the AUC by about 0.01 between seeds.
     for task in ("ctr", "ctcvr"):
         assert abs(two.metrics[task]["auc"] - esmm.metrics[task]["auc"]) < 0.03, (task, two.metrics, esmm.metrics)
     row = delta.read_table(spark, world.table_path("models")).where(F.col("model_id") == two.model_id).first()
-    assert '"num_proc": 2' in row["params"]
+    assert '"num_proc": 2' in row["params"] and f'"backend": "{backend}"' in row["params"]
     loaded = load_artifact(two.artifact_uri)
     assert loaded.name == "esmm" and two.epochs_run >= 1
 
 
-def test_a_two_process_run_killed_after_its_first_checkpoint_resumes(spark, world):
-    cfg = make_cfg(world.storage.root, *WORLD, "training.epochs=2", "training.patience=5", "model.name=mmoe")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_two_process_run_killed_after_its_first_checkpoint_resumes(spark, world, backend):
+    cfg = make_cfg(world.storage.root, *WORLD, "training.epochs=2", "training.patience=5", "model.name=mmoe",
+                   f"training.backend={backend}")
     with pytest.raises(PipelineError, match="stopped after epoch 1"):
         train_model(spark, cfg, START, END, num_proc=2, progress=False, stop_after_epoch=1)
     checkpoint = os.path.join(cfg.artifacts_path, "_checkpoints", "mmoe-20261001-20261002", "checkpoint.pt")
