@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import sys
 import uuid
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -204,9 +205,12 @@ def run_with_torch_distributor(fn: Callable[..., Any], *, num_proc: int, args: S
         PipelineError: a rank raised a ``PipelineError`` (named with its rank).
         RunFailure: a rank failed otherwise, the job could not start, or the time limit passed.
     """
-    from pyspark import SparkContext
+    from pyspark import SparkContext, cloudpickle
     from pyspark.ml.torch.distributor import TorchDistributor
 
+    # fn and its arguments travel as bytes, unpickled once the rank has the driver's import path:
+    # torchrun starts each rank from a temporary script, whose path lacks the driver's folders.
+    payload = cloudpickle.dumps((fn, tuple(args), kwargs or {}))
     context = SparkContext._active_spark_context
     tag = f"torch_distributor-{uuid.uuid4().hex[:8]}"
     watchdog = Watchdog(tag, lambda: context.cancelJobsWithTag(tag), time_limit_s, error_dir)
@@ -216,7 +220,7 @@ def run_with_torch_distributor(fn: Callable[..., Any], *, num_proc: int, args: S
     context.addJobTag(tag)  # this thread's jobs from here on: the run's barrier job
     watchdog.start()
     try:
-        return distributor.run(_run_rank, fn, error_dir, stall_seconds, tuple(args), kwargs or {})
+        return distributor.run(_run_rank, payload, list(sys.path), error_dir, stall_seconds)
     except Exception as exc:  # noqa: BLE001 - turned into the job's one-line failure below
         failure = _job_failure(exc, error_dir, watchdog.reason, time_limit_s, stall_seconds)
         if failure is None:
@@ -232,14 +236,20 @@ def _tasks_have_gpus(context: Any) -> bool:
     return float(context.getConf().get("spark.task.resource.gpu.amount", "0")) >= 1
 
 
-def _run_rank(fn: Callable[..., Any], error_dir: Optional[str], stall_seconds: Optional[int],
-              args: tuple, kwargs: dict) -> list[Any]:
+def _run_rank(payload: bytes, driver_path: list[str], error_dir: Optional[str],
+              stall_seconds: Optional[int]) -> list[Any]:
     """One process of the job (started by torchrun, which sets ``RANK``, ``WORLD_SIZE`` and the
-    rendezvous): joins the process group, calls ``fn`` with its errors recorded, and returns
-    every rank's result (TorchDistributor hands back rank 0's return value)."""
+    rendezvous): joins the process group, calls the pickled ``(fn, args, kwargs)`` with its
+    errors recorded, and returns every rank's result (TorchDistributor hands back rank 0's
+    return value). ``driver_path`` (the driver's ``sys.path``) is appended to the rank's own, so
+    that ``fn`` unpickles wherever the driver could import it from."""
+    from pyspark import cloudpickle
+
     rank = os.environ.get("RANK", "unknown")
     recorded = errors_recorded(error_dir, rank, shutdown=(PeerLost,)) if error_dir else contextlib.nullcontext()
     with recorded:
+        sys.path.extend(entry for entry in driver_path if entry not in sys.path)
+        fn, args, kwargs = cloudpickle.loads(payload)
         timeout = {"timeout": dt.timedelta(seconds=stall_seconds)} if stall_seconds else {}
         dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo", **timeout)
         try:
