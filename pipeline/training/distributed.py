@@ -27,8 +27,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import RunFailure
-from pipeline.training.ranks import (SingleProcess, Watchdog, error_records, errors_recorded, first_line,
-                                     recorded_failure, time_limit_failure)
+from pipeline.training.ranks import SingleProcess, Watchdog, errors_recorded, job_failure
 
 
 class HorovodRanks(SingleProcess):
@@ -127,21 +126,9 @@ def run_on_spark(fn: Callable[..., Any], *, num_proc: int, args: Sequence[Any] =
 
 def _job_failure(exc: Exception, error_dir: Optional[str], reason: Optional[str], time_limit_s: Optional[float],
                  stall_seconds: Optional[int]) -> Optional[Exception]:
-    """The one-line error a failed job raises; None for an exception that is a bug of the caller."""
-    if reason == "time_limit":
-        return time_limit_failure(time_limit_s)
-    records = error_records(error_dir)
-    own = recorded_failure(records)
-    if own is not None:
-        return own
-    if records:
-        rank, error = records[0]
-        stall = f" longer than training.stall_seconds={stall_seconds}" if stall_seconds else ""
-        return RunFailure(f"training failed: Horovod shut the job down on {rank} ({error['error']}): another "
-                          f"rank crashed, or stalled{stall}")
-    if isinstance(exc, RuntimeError):
-        return RunFailure(f"training failed: {first_line(exc)}")
-    return None
+    """The one-line error a failed job raises (``ranks.job_failure``); None for an exception that
+    is a bug of the caller."""
+    return job_failure(exc, error_dir, reason, time_limit_s, stall_seconds, "Horovod shut the job down on")
 
 
 def _record_errors(fn: Callable[..., Any], error_dir: str, *args: Any, **kwargs: Any) -> Any:

@@ -129,6 +129,31 @@ def recorded_failure(records: Sequence[tuple[str, dict]]) -> Optional[Exception]
     return kind(f"training failed on {rank}: {error['error']}")
 
 
+def job_failure(exc: Exception, error_dir: Optional[str], reason: Optional[str], time_limit_s: Optional[float],
+                stall_seconds: Optional[int], shut_down_on: str) -> Optional[Exception]:
+    """The one-line error a failed job raises, from the watchdog's ``reason`` and the ranks'
+    records; None for an exception that is a bug of the caller.
+
+    Args:
+        shut_down_on: how the backend words a rank stopped by another rank's failure, e.g.
+            ``"Horovod shut the job down on"`` (followed by the rank's name).
+    """
+    if reason == "time_limit":
+        return time_limit_failure(time_limit_s)
+    records = error_records(error_dir)
+    own = recorded_failure(records)
+    if own is not None:
+        return own
+    if records:
+        rank, error = records[0]
+        stall = f" longer than training.stall_seconds={stall_seconds}" if stall_seconds else ""
+        return RunFailure(f"training failed: {shut_down_on} {rank} ({error['error']}): another "
+                          f"rank crashed, or stalled{stall}")
+    if isinstance(exc, RuntimeError):
+        return RunFailure(f"training failed: {first_line(exc)}")
+    return None
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message (its repr when it has none)."""
     text = str(exc).strip()

@@ -36,8 +36,7 @@ from torch import nn
 from torch.distributed.algorithms.join import Join, Joinable, JoinHook
 
 from pipeline.errors import RunFailure
-from pipeline.training.ranks import (SingleProcess, Watchdog, error_records, errors_recorded, first_line,
-                                     recorded_failure, time_limit_failure)
+from pipeline.training.ranks import SingleProcess, Watchdog, errors_recorded, first_line, job_failure
 
 
 class PeerLost(RuntimeError):
@@ -264,22 +263,11 @@ def _run_rank(payload: bytes, driver_path: list[str], error_dir: Optional[str],
 
 def _job_failure(exc: Exception, error_dir: Optional[str], reason: Optional[str], time_limit_s: Optional[float],
                  stall_seconds: Optional[int]) -> Optional[Exception]:
-    """The one-line error a failed job raises; None for an exception that is a bug of the caller
-    (raised before the Spark job ran, e.g. an argument that does not pickle)."""
-    if reason == "time_limit":
-        return time_limit_failure(time_limit_s)
-    records = error_records(error_dir)
-    own = recorded_failure(records)
-    if own is not None:
-        return own
-    if records:
-        rank, error = records[0]
-        stall = f" longer than training.stall_seconds={stall_seconds}" if stall_seconds else ""
-        return RunFailure(f"training failed: the process group broke on {rank} ({error['error']}): another "
-                          f"rank crashed, or stalled{stall}")
+    """The one-line error a failed job raises (``ranks.job_failure``, and a failed Spark job's
+    own message); None for an exception that is a bug of the caller (raised before the Spark job
+    ran, e.g. an argument that does not pickle)."""
+    failure = job_failure(exc, error_dir, reason, time_limit_s, stall_seconds, "the process group broke on")
     java = getattr(exc, "java_exception", None)  # the Spark job failed (Py4JJavaError)
-    if java is not None:
+    if failure is None and java is not None:
         return RunFailure(f"training failed: {(str(java.getMessage()).strip() or repr(exc)).splitlines()[0]}")
-    if isinstance(exc, RuntimeError):
-        return RunFailure(f"training failed: {first_line(exc)}")
-    return None
+    return failure
