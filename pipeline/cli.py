@@ -4,6 +4,11 @@ Errors caused by usage or input (conf, dates, data) print one line, ``pipeline <
 ...``, and exit with status 2; a run that failed for another reason (``RunFailure``: a rank died,
 a time limit, a lock held by another run) prints one line, ``pipeline <command>: failed: ...``,
 and exits with status 1; anything else is a bug and keeps its traceback.
+
+Standard output is the command's result (a one-line summary, a table, JSON); log records go to
+standard error (``pipeline.console``: ``-v``, ``-q``, ``--log-format text|json``). build-samples,
+train and score take ``--dry-run``: what they would read and write, nothing written
+(``pipeline.dry_run``).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import yaml
 
 from pipeline import __version__
 from pipeline.config import Config, load_config, to_dict
+from pipeline.console import FORMAT_ENV, FORMATS, configure_logging, report_error
 from pipeline.dates import date_range, parse_date
 from pipeline.errors import PipelineError, RunFailure
 from pipeline.models.registry import MODELS
@@ -25,6 +31,7 @@ from pipeline.models.registry import MODELS
 EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 1
 DATED_COMMANDS = ("build-samples", "train")
+DRY_RUN_COMMANDS = ("build-samples", "train", "score")
 ONE_DATE_COMMANDS = ("run", "plan", "score", "top-scores", "fusion-weights", "fusion-train", "fusion-eval")  # --date D only
 
 
@@ -42,12 +49,23 @@ def _build_samples(cfg: Config, args: argparse.Namespace) -> int:
 
     if args.date:
         day = parse_date(args.date, "--date")
-        print(build_nightly(get_spark(cfg, app_name="mtrank-build-samples"), cfg, day).line())
+        spark = get_spark(cfg, app_name="mtrank-build-samples")
+        if args.dry_run:
+            from pipeline import dry_run
+
+            print(dry_run.build_samples(spark, cfg, day=day).text())
+        else:
+            print(build_nightly(spark, cfg, day).line())
     elif args.start and args.end:
         start, end = parse_date(args.start, "--start"), parse_date(args.end, "--end")
         date_range(start, end)  # rejects end < start
-        dates = backfill_dates(start, end, cfg.labels)
-        print(build_samples(get_spark(cfg, app_name="mtrank-build-samples"), cfg, dates, "backfill").line())
+        spark = get_spark(cfg, app_name="mtrank-build-samples")
+        if args.dry_run:
+            from pipeline import dry_run
+
+            print(dry_run.build_samples(spark, cfg, start=start, end=end).text())
+        else:
+            print(build_samples(spark, cfg, backfill_dates(start, end, cfg.labels), "backfill").line())
     else:
         raise PipelineError("give --date D, or --start D1 with --end D2")
     return 0
@@ -69,8 +87,14 @@ def _train(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.training.train import train_model
 
     spark = get_spark(cfg, app_name="mtrank-train")
-    summary = train_model(spark, cfg, start, end, model_name=model,
-                          num_proc=args.num_proc or cfg.training.num_proc, promote=not args.no_promote)
+    num_proc = args.num_proc or cfg.training.num_proc
+    if args.dry_run:
+        from pipeline import dry_run
+
+        print(dry_run.train(spark, cfg, start, end, model_name=model, num_proc=num_proc,
+                            promote=not args.no_promote).text())
+        return 0
+    summary = train_model(spark, cfg, start, end, model_name=model, num_proc=num_proc, promote=not args.no_promote)
     print(summary.line())
     return 0
 
@@ -111,7 +135,13 @@ def _score(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.spark import get_spark
 
     date = _one_date(args)
-    print(score(get_spark(cfg, app_name="mtrank-score"), cfg, date, model_id=args.model_id or CHAMPION).line())
+    spark = get_spark(cfg, app_name="mtrank-score")
+    if args.dry_run:
+        from pipeline import dry_run
+
+        print(dry_run.score(spark, cfg, date, model_id=args.model_id or CHAMPION).text())
+        return 0
+    print(score(spark, cfg, date, model_id=args.model_id or CHAMPION).line())
     return 0
 
 
@@ -251,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--conf", metavar="FILE", help="YAML conf file (default: the embedded local defaults)")
         sub.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                          help="override one conf key, e.g. --set synth.days=3 (repeatable)")
+        loudness = sub.add_mutually_exclusive_group()
+        loudness.add_argument("-v", "--verbose", action="store_const", const="DEBUG", dest="log_level",
+                              help="log debug messages too")
+        loudness.add_argument("-q", "--quiet", action="store_const", const="WARNING", dest="log_level",
+                              help="log warnings and errors only (the result is still printed)")
+        sub.add_argument("--log-format", choices=FORMATS,
+                         help=f"log records as text or as JSON lines (default: ${FORMAT_ENV}, else text)")
+        if name in DRY_RUN_COMMANDS:
+            sub.add_argument("--dry-run", action="store_true",
+                             help="print what would be read and written, and write nothing")
         if name in DATED_COMMANDS:
             if name == "build-samples":
                 sub.add_argument("--date", metavar="YYYY-MM-DD", help="nightly run for this date")
@@ -286,7 +326,7 @@ LOCKED_COMMANDS = ("run", "build-samples", "train", "score")  # they write table
 def _one_run_at_a_time(cfg: Config, args: argparse.Namespace):
     """The lock of the command and its date (``--date``, else ``--end``); see pipeline/io/lock.py."""
     key = getattr(args, "date", None) or getattr(args, "end", None)
-    if args.command not in LOCKED_COMMANDS or not key:
+    if args.command not in LOCKED_COMMANDS or not key or getattr(args, "dry_run", False):
         return contextlib.nullcontext()
     from pipeline.io.lock import HadoopFiles, job_lock
 
@@ -303,14 +343,15 @@ def _one_run_at_a_time(cfg: Config, args: argparse.Namespace):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        configure_logging(args.log_level, args.log_format)
         cfg = load_config(args.conf, args.overrides)
         with _one_run_at_a_time(cfg, args):
             return COMMANDS[args.command][1](cfg, args)
     except PipelineError as err:
-        print(f"pipeline {args.command}: error: {err}", file=sys.stderr)
+        report_error(f"pipeline {args.command}: error: {err}")
         return EXIT_USER_ERROR
     except RunFailure as err:
-        print(f"pipeline {args.command}: failed: {err}", file=sys.stderr)
+        report_error(f"pipeline {args.command}: failed: {err}")
         return EXIT_RUN_FAILED
 
 

@@ -10,6 +10,7 @@ reported as not run.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -19,6 +20,8 @@ from pyspark.sql import SparkSession
 from pipeline.config import Config
 from pipeline.errors import PipelineError, RunFailure
 from pipeline.plan import has_model, plan_night
+
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StepResult:
@@ -88,9 +91,12 @@ def run_nightly(spark: SparkSession, cfg: Config, date: dt.date) -> NightlySumma
 def _run_step(step: str, job: Callable[[], object], note: str = "") -> StepResult:
     """Runs one job; an input error or a run failure is a failed step, anything else a bug."""
     began = time.perf_counter()
+    log.info("%s: started", step)
     try:
         detail = job().line() + note
     except (PipelineError, RunFailure) as err:
         kind = RunFailure if isinstance(err, RunFailure) else PipelineError
+        log.error("%s: failed: %s", step, err)
         return StepResult(step, "failed", str(err), time.perf_counter() - began, error=kind)
+    log.info("%s", detail)
     return StepResult(step, "ok", detail, time.perf_counter() - began)

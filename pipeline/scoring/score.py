@@ -30,6 +30,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import logging
 import os
 import re
 import time
@@ -53,6 +54,7 @@ from pipeline.scoring import fusion
 from pipeline.scoring.learned import LearnedFusion, train_learned
 from pipeline.training.artifacts import LoadedModel, load_artifact
 
+log = logging.getLogger(__name__)
 KEY_COLUMNS = ("impression_id", "request_id", "user_id", "item_id")
 PREDICTIONS = ("p_ctr", "p_cvr", "p_ctcvr")
 EXTRA_OUTPUTS = ("p_value",)  # written as null when the model has no such head
@@ -101,6 +103,15 @@ def read_input(spark: SparkSession, cfg: Config, date: dt.date) -> tuple[DataFra
     if "dt" in rows.columns:
         rows = rows.where(F.col("dt") == F.lit(date))
     return rows, name
+
+
+def count_input(rows: DataFrame, input_name: str, date: dt.date) -> int:
+    """How many rows ``read_input`` found; raises ``PipelineError`` when none."""
+    count = rows.count()
+    if count == 0:
+        raise PipelineError(f"no rows for dt={date} in {input_name}; nothing to score "
+                            f"(build-samples for that date, or another --date)")
+    return count
 
 
 def _is_catalog_table(spark: SparkSession, name: str) -> bool:
@@ -309,6 +320,7 @@ def score(spark: SparkSession, cfg: Config, date: dt.date, *, model_id: str = CH
         cfg = dataclasses.replace(cfg, scoring=dataclasses.replace(cfg.scoring, input=input_table))
     conf = cfg.fusion
     registered = resolve_model(spark, cfg, model_id)
+    log.info("scoring %s with %s (%s), fusion %s", date, registered.model_id, model_id, conf.strategy)
     model = load_artifact(registered.artifact_uri)
     outputs = model_outputs(model)
     rows, input_name = read_input(spark, cfg, date)
@@ -324,10 +336,7 @@ def score(spark: SparkSession, cfg: Config, date: dt.date, *, model_id: str = CH
         weights, computed = latest_weights(spark, cfg, date)
         fusion_source = f"weights of {computed}"
     fusion.check_columns(fusion_columns(conf, gate), rows.columns)
-    count = rows.count()
-    if count == 0:
-        raise PipelineError(f"no rows for dt={date} in {input_name}; nothing to score "
-                            f"(build-samples for that date, or another --date)")
+    count = count_input(rows, input_name, date)
 
     keys = [name for name in KEY_COLUMNS if name in rows.columns]
     passthrough = tuple(dict.fromkeys([*keys, *fusion_columns(conf, gate)]))

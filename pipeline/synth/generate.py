@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import time
 from collections import defaultdict
@@ -17,8 +18,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
+from pipeline import console
 from pipeline.config import Config
 from pipeline.dates import date_range
 from pipeline.errors import PipelineError
@@ -26,6 +27,8 @@ from pipeline.logs.schema import SOURCES
 from pipeline.synth import dirt, writer
 from pipeline.synth.events import TS_MS, DayEvents, simulate_day
 from pipeline.synth.world import make_world
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"  # "_" keeps Parquet and Spark readers of the truth folder off it
 
@@ -60,8 +63,8 @@ def generate(cfg: Config, progress: bool = True) -> GenerateSummary:
     counts: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
     children: dict[str, list[pd.DataFrame]] = defaultdict(list)
     simulated = Simulation(cfg)
-    for day_index, (day, events, rng) in enumerate(tqdm(simulated, total=conf.days, desc="generate", unit="day",
-                                                         disable=not progress)):
+    for day_index, (day, events, rng) in enumerate(console.progress(simulated, total=conf.days, desc="generate",
+                                                                     unit="days", enabled=progress, logger=log)):
         writer.write_truth(events.truth, cfg.truth_path, day)
         counts["exposures"].update(_write(cfg, "exposures", events.exposures, rng, tag=f"{day_index:04d}"))
         children["clicks"].append(events.clicks)

@@ -70,7 +70,7 @@ def build_training_set(spark: SparkSession, cfg: Config, split: Split) -> Traini
             are not final yet.
     """
     samples = delta.read_table(spark, cfg.table_path("samples")).where(F.col("dt").isin(list(split.all)))
-    _check_days(samples, split, cfg.training.final_only)
+    check_days(samples, split, cfg.training.final_only)
     train = samples.where(F.col("dt").isin(list(split.train)))
     encoders = fit_encoders(train, cfg.features)
     encoded = encode(samples, encoders, keep=(*KEYS, *LABELS, "dt"))
@@ -87,7 +87,12 @@ def label_priors(samples: DataFrame) -> dict[str, float]:
     return output_priors(row["click"] or 0.0, row["conversion"] or 0.0, row["log_value"] or 0.0)
 
 
-def _check_days(samples: DataFrame, split: Split, final_only: bool) -> None:
+def check_days(samples: DataFrame, split: Split, final_only: bool) -> dict[dt.date, int]:
+    """The rows of each day of ``split`` in ``samples`` (one aggregate).
+
+    Raises:
+        PipelineError: a day has no samples, or (``final_only``) labels that are not final yet.
+    """
     rows = {r["dt"]: (r["rows"], r["final"]) for r in samples.groupBy("dt").agg(
         F.count(F.lit(1)).alias("rows"), F.min(F.col("labels_final").cast("int")).alias("final")).collect()}
     for day in split.all:
@@ -97,6 +102,7 @@ def _check_days(samples: DataFrame, split: Split, final_only: bool) -> None:
         if final_only and not rows[day][1]:
             raise PipelineError(f"samples for {day} are not final yet (labels_final = false); "
                                 f"wait for later nights or --set training.final_only=false")
+    return {day: int(rows[day][0]) for day in split.all}
 
 
 def load_arrays(spark: SparkSession, training_set: TrainingSet, days: tuple[dt.date, ...]) -> dict[str, np.ndarray]:

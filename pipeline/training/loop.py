@@ -16,6 +16,7 @@ the best.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import time
@@ -24,14 +25,15 @@ from typing import Callable, Iterable, Mapping, Optional
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from pipeline import console
 from pipeline.config import TrainingConf
 from pipeline.errors import RunFailure
 from pipeline.models import LossWeighting, RankingModel
 from pipeline.training.ranks import SingleProcess, time_limit_failure
 
 CHECKPOINT = "checkpoint.pt"
+log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
 
 
@@ -148,8 +150,9 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
         ranks.sync((model, weighting), list(optimizers.values()))
         model.train()
         started, sums = time.perf_counter(), _zeros(weighting)
-        bar = tqdm(train(epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{conf.epochs}",
-                   unit="batch", disable=not progress or ranks.rank != 0, leave=False)
+        bar = console.progress(train(epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{conf.epochs}",
+                               unit="batches", enabled=progress and ranks.rank == 0, logger=log)
+        bar.figures(lambda: {k: f"{v / sums['rows']:.4f}" for k, v in sums.items() if k != "rows" and sums["rows"]})
         for step_in_epoch, batch in enumerate(bar, start=1):
             losses = _losses(model, model(batch["cat"], batch["num"]), batch,
                              f"training loss is nan ({{}}) at epoch {epoch}, step {step_in_epoch}: "
@@ -169,7 +172,6 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
             _check_finite(sums, losses, epoch, step_in_epoch)
             if time.monotonic() > deadline:
                 raise time_limit_failure(limit)
-            bar.set_postfix({k: f"{v / sums['rows']:.4f}" for k, v in sums.items() if k != "rows"}, refresh=False)
             if step_in_epoch in points:
                 counted = _validate(model, weighting, validation, sums, epoch - 1 + step_in_epoch / steps_per_epoch,
                                     time.perf_counter() - started, state, ranks)
@@ -210,12 +212,22 @@ def _validate(model: RankingModel, weighting: LossWeighting, validation: Callabl
         "samples_per_second": count / elapsed if elapsed else 0.0,
         "train": {k: v / max(count, 1) for k, v in sums.items()}, "validation": losses,
         "normalized_entropy": scores, "score": score, "weights": dict(weighting.weights())})
-    if math.isfinite(score) and score < state["best_score"] - 1e-6:
+    improved = math.isfinite(score) and score < state["best_score"] - 1e-6
+    if improved:
         state.update(best_score=score, best_epoch=round(epoch, 2), stale=0,
                      best_model=copy.deepcopy(model.state_dict()))
     else:
         state["stale"] += 1
+    if ranks.rank == 0:
+        row = state["history"][-1]
+        log.info("epoch %.2f: train loss %s; validation loss %s; normalized entropy %s%s", epoch,
+                 _figures(row["train"]), _figures(losses), _figures(scores),
+                 " (best so far)" if improved else f" (no better for {state['stale']})")
     return count, elapsed
+
+
+def _figures(values: Mapping[str, float]) -> str:
+    return " ".join(f"{name}={value:.4f}" for name, value in values.items())
 
 
 def _zeros(weighting: LossWeighting) -> dict[str, float]:
@@ -322,7 +334,7 @@ def _restore(path: str, model: nn.Module, optimizers: Mapping[str, torch.optim.O
     payload = torch.load(path, weights_only=True)
     if payload.pop("fingerprint", None) != fingerprint:
         if announce:
-            print(f"ignoring checkpoint of another run (conf or training set changed): {path}")
+            log.warning("ignoring the checkpoint of another run (conf or training set changed): %s", path)
         return None
     model.load_state_dict(payload.pop("model"))
     for name, state in payload.pop("optimizers").items():

@@ -24,6 +24,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -42,7 +43,7 @@ from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders, encode
 from pipeline.io import delta
 from pipeline.models import Inputs, ModelSpec, RankingModel, build_model, make_weighting
 from pipeline.data import Columns, DataFile, read_batches, shard_batches, snapshot_files
-from pipeline import tracking
+from pipeline import console, tracking
 from pipeline.registry import NOT_GATED, gate, register_model
 from pipeline.scoring.score import encoded_arrays
 from pipeline.training.artifacts import load_artifact, save_artifact, write_metrics
@@ -52,6 +53,7 @@ from pipeline.training.ranks import SingleProcess
 from pipeline.training.evaluate import evaluate, predict
 from pipeline.training.loop import TrainResult, fit
 
+log = logging.getLogger(__name__)
 TRUTH_COLUMNS = ["impression_id", "p_ctr", "p_cvr", "p_ctcvr", "would_convert"]
 
 
@@ -125,6 +127,7 @@ class RankJob:
     stop_after_epoch: Optional[int]
     progress: bool
     fingerprint: str  # of the run, kept in its checkpoint (see ``run_fingerprint``)
+    log: console.LogSettings = dataclasses.field(default_factory=console.current_settings)  # the ranks log alike
 
 
 def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, *,
@@ -143,7 +146,11 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
     if end < start:
         raise PipelineError(f"bad date range: end {end} is before start {start}")
     split = split_dates(start, end, cfg.training.validation_days, cfg.training.test_days)
+    log.info("training %s on %s..%s (validation %s, report %s) with %d process(es), backend %s",
+             name, start, end, _days(split.validation), _days(split.report), num_proc,
+             cfg.training.backend if num_proc > 1 else "none")
     training_set = build_training_set(spark, cfg, split)
+    log.info("training set: %s version %d", training_set.path, training_set.version)
     files = {part: tuple(snapshot_files(spark, training_set.path, training_set.version, days))
              for part, days in (("train", split.train), ("validation", split.validation))}
 
@@ -167,6 +174,8 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
     if stop_after_epoch is not None and result.epochs_run < cfg.training.epochs:
         raise PipelineError(f"stopped after epoch {result.epochs_run} as asked; run again to resume")
 
+    log.info("trained: best epoch %s of %d run, %.0f samples/s; evaluating on %s",
+             result.best_epoch, result.epochs_run, result.samples_per_second, _days(split.report))
     loaded = load_artifact(job.artifact_dir)
     report = load_arrays(spark, training_set, split.report)
     predictions = predict(loaded.network, batches(to_tensors(report), 4 * cfg.training.batch_size, shuffle=False))
@@ -233,6 +242,7 @@ def train_on_rank(job: RankJob) -> TrainResult:
     """
     ranks = BACKENDS[job.cfg.training.backend].ranks() if job.num_proc > 1 else SingleProcess()
     if job.num_proc > 1:
+        console.configure_logging(job.log.level, job.log.format)  # a process of its own
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // job.num_proc))  # no oversubscribed cores
     conf = job.cfg.training
     network = make_model(job.spec, job.inputs, job.priors, conf.seed)
@@ -285,6 +295,10 @@ def evaluate_artifact(spark: SparkSession, cfg: Config, artifact_uri: str, days:
     arrays = {"cat": cat, "num": num, **{name: frame[name].to_numpy() for name in (*KEYS, *LABELS)}}
     predictions = predict(model.network, batches(to_tensors(arrays), 4 * cfg.training.batch_size, shuffle=False))
     return evaluate(predictions, arrays, _truth(cfg, days))
+
+
+def _days(days: tuple[dt.date, ...]) -> str:
+    return f"{days[0]}..{days[-1]}" if days else "none"
 
 
 def _truth(cfg: Config, days: tuple[dt.date, ...]) -> Optional[pd.DataFrame]:

@@ -311,3 +311,40 @@ def test_cli_rescores_a_date_in_one_line_replacing_only_its_partition(spark, wor
     assertDataFrameEqual(after.where(~is_d2), before.where(~is_d2))
     assert after.where(is_d2).agg(F.min("scored_at")).first()[0] > before.where(is_d2).agg(
         F.max("scored_at")).first()[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# --dry-run
+
+
+def test_dry_runs_say_what_they_would_read_and_write_and_write_nothing(spark, world, tmp_path, capsys):
+    cfg, model, _ = world
+    conf = write_conf(cfg, tmp_path)
+    tables = [name for name in ("samples", "quarantine", "runs", "models", "scores", "training_set")
+              if delta.is_table(spark, cfg.table_path(name))]
+    versions = {name: delta.current_version(spark, cfg.table_path(name)) for name in tables}
+
+    assert main(["build-samples", "--conf", conf, "--date", "2026-10-05", "--dry-run"]) == 0
+    built = capsys.readouterr().out
+    assert built.startswith("build-samples --dry-run: nightly run rebuilding 2026-10-0")
+    for source in ("exposures", "clicks", "conversions"):
+        assert f"  {source}: {cfg.raw_path(source)}/dt=" in built
+    assert f"  samples: {cfg.table_path('samples')} (replace dt " in built
+    assert built.rstrip().endswith("nothing was written")
+
+    assert main(["train", "--conf", conf, "--start", str(D1), "--end", str(D1), "--dry-run"]) == 0
+    trained = capsys.readouterr().out
+    assert trained.startswith(f"train --dry-run: esmm on {D1} with 1 process(es)")
+    assert f"samples: {cfg.table_path('samples')} train {D1} (" in trained
+    assert f"the gate against the champion {model.model_id}" in trained
+
+    assert main(["score", "--conf", conf, "--date", str(D2), "--dry-run"]) == 0
+    scored = capsys.readouterr().out
+    assert f"  model: {model.model_id} (champion; " in scored
+    assert f"  scores: {cfg.table_path('scores')} (replace dt {D2}; fusion linear)" in scored
+
+    # A dry run fails where the run would, with its one-line error.
+    assert main(["score", "--conf", conf, "--date", str(D6), "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == (f"pipeline score: error: no rows for dt={D6} in samples; nothing to "
+                                               f"score (build-samples for that date, or another --date)")
+    assert {name: delta.current_version(spark, cfg.table_path(name)) for name in tables} == versions

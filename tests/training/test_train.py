@@ -1,13 +1,19 @@
 """pipeline train on generated samples: learning against the oracle, ESMM against the naive CVR
 model on the entire space, artifacts, the registry, resume, and errors."""
 import datetime as dt
+import json
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from pyspark.sql import functions as F
 
+from pipeline.config import to_dict
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.training.artifacts import load_artifact
@@ -100,17 +106,29 @@ def test_interrupted_training_resumes_to_the_same_weights(spark, world):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_two_processes_learn_like_one(spark, world, esmm, backend):
-    cfg = make_cfg(world.storage.root, *WORLD, f"training.backend={backend}")
-    two = train_model(spark, cfg, START, END, model_name="esmm", num_proc=2, progress=False)
+def test_two_processes_learn_like_one(spark, world, esmm, backend, tmp_path):
+    # The command a user runs, its output captured as Airflow or spark-submit capture it (no terminal).
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump(to_dict(world), sort_keys=False))
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--conf", str(conf), "--model", "esmm",
+                             "--start", str(START), "--end", str(END), "--num-proc", "2",
+                             "--set", f"training.backend={backend}"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    row = (delta.read_table(spark, world.table_path("models")).where(F.col("params").contains(f'"backend": "{backend}"'))
+           .orderBy(F.col("created_at").desc()).first())
+    assert row["model_id"] in result.stdout and '"num_proc": 2' in row["params"] and row["mlflow_version"] >= 1
     # Two ranks see the same rows in another order, in steps of two batches at twice the learning
     # rate: the same model up to the noise of SGD, which moves the AUC by about 0.01 between seeds.
+    two = json.loads(row["metrics"])
     for task in ("ctr", "ctcvr"):
-        assert abs(two.metrics[task]["auc"] - esmm.metrics[task]["auc"]) < 0.03, (task, two.metrics, esmm.metrics)
-    row = delta.read_table(spark, world.table_path("models")).where(F.col("model_id") == two.model_id).first()
-    assert '"num_proc": 2' in row["params"] and f'"backend": "{backend}"' in row["params"]
-    loaded = load_artifact(two.artifact_uri)
-    assert loaded.name == "esmm" and two.epochs_run >= 1
+        assert abs(two[task]["auc"] - esmm.metrics[task]["auc"]) < 0.03, (task, two, esmm.metrics)
+    assert load_artifact(row["artifact_uri"]).name == "esmm"
+    # Logs: timestamped records, progress as whole lines (no carriage returns), the ranks' epochs.
+    log = result.stdout + result.stderr
+    assert "\r" not in log
+    assert re.search(r"^\S*\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO pipeline\.training\.train: training esmm", log, re.M), log[-3000:]
+    assert re.search(r"epoch 1/\d+: \d+/\d+ batches \(100%\) in", log), log[-3000:]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
