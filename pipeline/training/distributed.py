@@ -39,6 +39,7 @@ class HorovodRanks(SingleProcess):
         hvd.init()  # Horovod: join the job
         self.hvd = hvd
         self.rank, self.size = hvd.rank(), hvd.size()
+        self._synced: tuple[Sequence[nn.Module], Sequence[torch.optim.Optimizer]] = ((), ())
 
     def sum(self, values: dict[str, float]) -> dict[str, float]:
         names = sorted(values)
@@ -54,16 +55,23 @@ class HorovodRanks(SingleProcess):
         return self.hvd.DistributedOptimizer(optimizer, named_parameters=named)
 
     def sync(self, modules: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optimizer]) -> None:
-        for module in modules:
-            # Horovod: rank 0's weights everywhere (at the start, after a resume, after join).
-            self.hvd.broadcast_parameters(module.state_dict(), root_rank=0)
-        for optimizer in optimizers:
-            self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)  # Horovod: same optimizer state
+        self._broadcast(modules, optimizers, root=0)  # at the start, after a resume: rank 0's state
+        self._synced = (modules, optimizers)
 
     def join(self) -> None:
         # Horovod: a rank out of batches contributes zeros until the others finish theirs, so
-        # uneven shards never deadlock the collective steps.
-        self.hvd.join()
+        # uneven shards never deadlock the collective steps. It stops stepping, though: the rank
+        # that joined last took every step, and its state becomes everyone's (rank 0 validates
+        # and checkpoints it).
+        last = self.hvd.join()
+        self._broadcast(*self._synced, root=last)
+
+    def _broadcast(self, modules: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optimizer],
+                   root: int) -> None:
+        for module in modules:
+            self.hvd.broadcast_parameters(module.state_dict(), root_rank=root)  # Horovod: the same weights
+        for optimizer in optimizers:
+            self.hvd.broadcast_optimizer_state(optimizer, root_rank=root)  # Horovod: the same optimizer state
 
 
 def run_on_spark(fn: Callable[..., Any], *, num_proc: int, args: Sequence[Any] = (),
