@@ -16,14 +16,18 @@ e.g. ``{"repo": "/srv/mtrank", "conn_id": "spark_yarn", "timeout_hours": {"train
 each parse). Only the Variable sets them, never a trigger form: ``repo`` names the interpreter the
 tasks run. A manual run may set one param, ``force_train``.
 
-Where the executors' Python comes from: without ``archive`` (the default, and the DAG's local
-test) every node runs ``<repo>/.venv/bin/python``, so every node needs the checkout. With
-``archive`` (the environment ``make package`` builds, copied where the cluster reads it) each
-Spark task is submitted with ``--archives <archive>#env`` and
-``--conf spark.pyspark.python=./env/bin/python``: every executor unpacks it as ``./env`` and runs
-its python, and only the submitting host needs the checkout. The driver then runs on that host
-(client deploy mode) with ``<repo>/.venv/bin/python`` unless ``spark_conf`` sets
-``spark.pyspark.driver.python`` (docs/deployment.md).
+Where the executors' Python and code come from: without ``archive`` (the default, and the DAG's
+local test) every node runs ``<repo>/.venv/bin/python`` and the checkout's code, so every node
+needs the checkout. ``make package`` builds two layers, copied where the cluster reads them:
+``archive``, the dependencies (dist/mtrank-env.tar.gz, rebuilt only when a pin changes), and
+``py_files``, the code (dist/mtrank-<version>.zip, one per deploy). With both, each Spark task is
+submitted with ``--archives <archive>#env``, ``--py-files <py_files>`` and
+``--conf spark.pyspark.python=./env/bin/python``: every executor unpacks the archive as ``./env``,
+runs its python and imports ``pipeline`` from the zip, and only the submitting host needs the
+checkout. The driver then runs on that host (client deploy mode) with ``<repo>/.venv/bin/python``
+and the zip's ``pipeline``, unless ``spark_conf`` sets ``spark.pyspark.driver.python``
+(docs/deployment.md). The archive holds no ``pipeline``, so ``archive`` without ``py_files`` is
+refused (the DAG does not load).
 """
 from __future__ import annotations
 
@@ -56,10 +60,12 @@ DEFAULTS = {
         "spark.executor.cores": "4",
     },
     "packages": "io.delta:delta-spark_2.13:4.0.1",
-    "py_files": None,  # e.g. a zip of pipeline/ when executors lack the package
-    # dist/mtrank-env.tar.gz of `make package`, where the cluster reads it, e.g.
-    # "hdfs:///apps/mtrank/mtrank-env-0.2.0.tar.gz"; null: the executors run {{ repo }}/.venv.
+    # The two layers of one `make package`, where the cluster reads them; null: the executors run
+    # {{ repo }}/.venv and the checkout's code. The dependencies: dist/mtrank-env.tar.gz, e.g.
+    # "hdfs:///apps/mtrank/mtrank-deps-577da18fef5a.tar.gz" (its name in the build cache); it needs
+    # py_files, the code: dist/mtrank-<version>.zip, e.g. "hdfs:///apps/mtrank/mtrank-0.2.0.zip".
     "archive": None,
+    "py_files": None,
 }
 SETTINGS = {**DEFAULTS, **Variable.get("mtrank_nightly", default={}, deserialize_json=True)}
 TIMEOUT_HOURS = {**DEFAULTS["timeout_hours"], **SETTINGS["timeout_hours"]}
@@ -85,26 +91,33 @@ def timeout(task_id: str) -> timedelta:
     return timedelta(hours=float(TIMEOUT_HOURS[task_id]))
 
 
-def python_settings(spark_conf: dict, archive: str | None) -> tuple[dict, str | None]:
+def python_settings(spark_conf: dict, archive: str | None, py_files: str | None) -> tuple[dict, str | None]:
     """The ``conf`` and ``archives`` of every Spark task: which Python the executors run.
 
     Args:
         spark_conf: the ``spark_conf`` setting.
         archive: the ``archive`` setting, or None.
+        py_files: the ``py_files`` setting, or None.
 
     Returns:
         ``spark_conf`` and no archives without an archive. With one: ``<archive>#env``, and
         ``spark_conf`` with the executors on the unpacked archive's python and the driver, which
         runs where the checkout is (client mode), on the checkout's unless ``spark_conf`` says.
+
+    Raises:
+        ValueError: an archive without py_files (the archive holds the dependencies, not the code).
     """
     if not archive:
         return spark_conf, None
+    if not py_files:
+        raise ValueError(f"mtrank_nightly: archive {archive} needs py_files, the code: the "
+                         "dist/mtrank-<version>.zip of the same `make package` (docs/deployment.md)")
     conf = {"spark.pyspark.driver.python": "{{ repo }}/.venv/bin/python", **spark_conf,
             "spark.pyspark.python": f"./{ARCHIVE_ALIAS}/bin/python"}
     return conf, f"{archive}#{ARCHIVE_ALIAS}"
 
 
-SPARK_CONF, ARCHIVES = python_settings(SETTINGS["spark_conf"], SETTINGS["archive"])
+SPARK_CONF, ARCHIVES = python_settings(SETTINGS["spark_conf"], SETTINGS["archive"], SETTINGS["py_files"])
 
 
 def spark_job(job: str, args: list[str], **kwargs) -> SparkSubmitOperator:

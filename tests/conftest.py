@@ -29,3 +29,24 @@ def spark(spark_cfg):
     session = get_spark(spark_cfg, app_name="mtrank-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def scored_world(spark, tmp_path_factory):
+    """The world of tests/scoring/test_score.py (``WORLD`` there) with its samples backfilled to
+    10-05, an ESMM model trained on 10-01, and 10-01 and 10-02 scored: ``(cfg, model, rows)``,
+    rows the rows scored per date. Session-wide so that tests/test_packaging.py scores it again
+    with the packaged environment without training another model."""
+    import datetime as dt
+
+    from pipeline.scoring.score import score
+    from pipeline.training.train import train_model
+
+    from tests.samples.conftest import built_world
+    from tests.scoring.test_score import WORLD
+
+    d1, d2 = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
+    cfg = built_world(spark, tmp_path_factory.mktemp("score"), WORLD, "2026-10-01", "2026-10-05")
+    model = train_model(spark, cfg, d1, d1, model_name="esmm", progress=False)
+    rows = {date: score(spark, cfg, date).rows for date in (d1, d2)}
+    return cfg, model, rows

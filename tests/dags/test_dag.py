@@ -18,11 +18,14 @@ DS = "2026-10-10"  # a Saturday
 VARIABLE = {"schedule": "30 1 * * *", "conn_id": "spark_yarn", "repo": "/srv/mtrank", "retries": 5,
             "conf_path": "/etc/mtrank/prod.yaml", "timeout_hours": {"train": 8}}
 PYTHON, PLAN_JOB = "/opt/mtrank/.venv/bin/python", "/opt/mtrank/jobs/plan.py"
-ARCHIVE = "hdfs:///apps/mtrank/mtrank-env-0.2.0.tar.gz"  # dist/mtrank-env.tar.gz of `make package`
-# The archive alone (client deploy mode), then with a spark_conf for cluster deploy mode.
-ARCHIVED = {"archive": ARCHIVE}
-ARCHIVED_CLUSTER = {"archive": ARCHIVE, "spark_conf": {"spark.pyspark.driver.python": "./env/bin/python",
-                                                       "spark.executor.memory": "16g"}}
+# The two layers of `make package`: dist/mtrank-env.tar.gz (the dependencies), dist/mtrank-0.2.0.zip (the code).
+ARCHIVE = "hdfs:///apps/mtrank/mtrank-deps-577da18fef5a.tar.gz"
+ZIP = "hdfs:///apps/mtrank/mtrank-0.2.0.zip"
+# Both (client deploy mode), then with a spark_conf for cluster deploy mode, then the archive alone.
+ARCHIVED = {"archive": ARCHIVE, "py_files": ZIP}
+ARCHIVED_CLUSTER = {**ARCHIVED, "spark_conf": {"spark.pyspark.driver.python": "./env/bin/python",
+                                               "spark.executor.memory": "16g"}}
+ARCHIVE_ALONE = {"archive": ARCHIVE}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def facts(tmp_path_factory) -> dict:
     env["AIRFLOW_HOME"] = str(tmp_path_factory.mktemp("airflow_home"))
     result = subprocess.run(
         [str(AIRFLOW_PYTHON), str(REPO / "tests" / "dags" / "check_dag.py"), str(REPO / "dags"), DS,
-         *(json.dumps(v) for v in (VARIABLE, ARCHIVED, ARCHIVED_CLUSTER))],
+         *(json.dumps(v) for v in (VARIABLE, ARCHIVED, ARCHIVED_CLUSTER, ARCHIVE_ALONE))],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -134,19 +137,21 @@ def test_spark_settings(dag):
     for job in spark_jobs(dag).values():
         assert job["conn_id"] == "spark_default"
         assert job["packages"] == "io.delta:delta-spark_2.13:4.0.1"
-        # No archive: every node runs the checkout's .venv, driver and executors alike.
+        # No archive: every node runs the checkout's .venv and code, driver and executors alike.
         assert job["archives"] is None
+        assert job["py_files"] is None
         assert job["conf"]["spark.pyspark.python"] == PYTHON
         assert "spark.pyspark.driver.python" not in job["conf"]
         assert job["conf"]["spark.executor.memory"] == "8g"
 
 
-def test_an_archive_ships_the_environment_to_the_executors(facts, dag):
+def test_the_archive_and_the_zip_ship_the_dependencies_and_the_code(facts, dag):
     archived = facts["overridden"][1]
     assert archived["import_errors"] == {}
     for task_id, job in spark_jobs(archived).items():
-        # spark-submit --archives <archive>#env --conf spark.pyspark.python=./env/bin/python
+        # spark-submit --archives <archive>#env --py-files <zip> --conf spark.pyspark.python=./env/bin/python
         assert job["archives"] == f"{ARCHIVE}#env"
+        assert job["py_files"] == ZIP
         assert job["conf"]["spark.pyspark.python"] == "./env/bin/python"
         # The driver runs on the submitting host (client mode), with the checkout's .venv.
         assert job["conf"]["spark.pyspark.driver.python"] == PYTHON
@@ -160,9 +165,18 @@ def test_an_archive_ships_the_environment_to_the_executors(facts, dag):
 def test_cluster_deploy_mode_keeps_its_driver_python(facts):
     for job in spark_jobs(facts["overridden"][2]).values():
         assert job["archives"] == f"{ARCHIVE}#env"
+        assert job["py_files"] == ZIP
         assert job["conf"] == {"spark.pyspark.python": "./env/bin/python",
                                "spark.pyspark.driver.python": "./env/bin/python",
                                "spark.executor.memory": "16g"}
+
+
+def test_an_archive_without_the_code_is_refused(facts):
+    # The archive holds the dependencies only: without py_files the executors would lack pipeline.
+    refused = facts["overridden"][3]
+    assert "mtrank_nightly" not in refused.get("dag_ids", [])
+    [error] = refused["import_errors"].values()
+    assert f"archive {ARCHIVE} needs py_files, the code: the dist/mtrank-<version>.zip" in error
 
 
 def test_variable_overrides_settings(facts):

@@ -28,9 +28,8 @@ from pipeline.registry import CHAMPION, LATEST, MODELS_SCHEMA
 from pipeline.training.artifacts import load_artifact
 from pipeline.training.dataset import TrainingSet, batches, load_arrays, split_dates, to_tensors
 from pipeline.training.evaluate import predict
-from pipeline.training.train import train_model
 
-from tests.samples.conftest import built_world, make_cfg
+from tests.samples.conftest import make_cfg
 
 # Five days of 2,000 exposures; an attribution window of one day makes a day final two days later,
 # so the backfill to 10-05 leaves 10-01..10-03 final. One epoch on 10-01 (validation 10-02, no
@@ -51,11 +50,10 @@ D1, D2, D3, D4, D6 = (dt.date(2026, 10, day) for day in (1, 2, 3, 4, 6))
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
-    cfg = built_world(spark, tmp_path_factory.mktemp("score"), WORLD, "2026-10-01", "2026-10-05")
-    model = train_model(spark, cfg, D1, D1, model_name="esmm", progress=False)
-    rows = {date: score(spark, cfg, date).rows for date in (D1, D2)}
-    return cfg, model, rows
+def world(scored_world):
+    """The world above, trained and scored on 10-01 and 10-02 (tests/conftest.py: shared with
+    tests/test_packaging.py, which scores it again with the packaged environment)."""
+    return scored_world
 
 
 def with_fusion(cfg, *sets):
