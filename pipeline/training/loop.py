@@ -9,8 +9,9 @@ uninterrupted one. A checkpoint is resumed only when its fingerprint (the caller
 decides the result: model, conf, training rows) matches; one of another run is ignored.
 
 A run fails (``RunFailure``) rather than produce a model nobody should use or run unattended for
-ever: a training loss that is NaN or infinite stops it at that step, and so does the wall clock
-passing ``training.time_limit_minutes``. A validation score that is not finite is never kept as
+ever: a training loss that is NaN or infinite stops it (checked every ``CHECK_STEPS`` steps and at
+every validation, so the loop never waits on a loss value at every step), and so does the wall
+clock passing ``training.time_limit_minutes``. A validation score that is not finite is never kept as
 the best.
 """
 from __future__ import annotations
@@ -33,6 +34,9 @@ from pipeline.models import LossWeighting, RankingModel
 from pipeline.training.ranks import SingleProcess, time_limit_failure
 
 CHECKPOINT = "checkpoint.pt"
+# Steps between reads of the running loss sums (the check that they are finite): reading a value
+# waits for every step queued before it, so the loop reads them now and then, not every step.
+CHECK_STEPS = 16
 log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
 
@@ -152,7 +156,8 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
         started, sums = time.perf_counter(), _zeros(weighting)
         bar = console.progress(train(epoch), total=steps_per_epoch, desc=f"epoch {epoch}/{conf.epochs}",
                                unit="batches", enabled=progress and ranks.rank == 0, logger=log)
-        bar.figures(lambda: {k: f"{v / sums['rows']:.4f}" for k, v in sums.items() if k != "rows" and sums["rows"]})
+        bar.figures(lambda: {k: f"{v / means['rows']:.4f}" for means in [_read(sums, weighting)]
+                             for k, v in means.items() if k != "rows" and means["rows"]})
         for step_in_epoch, batch in enumerate(bar, start=1):
             losses = _losses(model, model(batch["cat"], batch["num"]), batch,
                              f"training loss is nan ({{}}) at epoch {epoch}, step {step_in_epoch}: "
@@ -167,24 +172,27 @@ def fit(model: RankingModel, weighting: LossWeighting, train: Callable[[int], It
             for optimizer in optimizers.values():
                 optimizer.step()
             state["step"] += 1
-            _accumulate(sums, losses, len(batch["click"]))
-            # The sums are Python floats already: a non-finite one is this step's loss, no extra sync.
-            _check_finite(sums, losses, epoch, step_in_epoch)
+            sums += _row_weighted(losses, weighting.task_names, len(batch["click"]))
+            if step_in_epoch % CHECK_STEPS == 0:
+                _check_finite(_read(sums, weighting), epoch, step_in_epoch)
             if time.monotonic() > deadline:
                 raise time_limit_failure(limit)
             if step_in_epoch in points:
-                counted = _validate(model, weighting, validation, sums, epoch - 1 + step_in_epoch / steps_per_epoch,
-                                    time.perf_counter() - started, state, ranks)
+                _check_finite(_read(sums, weighting), epoch, step_in_epoch)
+                counted = _validate(model, weighting, validation, _read(sums, weighting),
+                                    epoch - 1 + step_in_epoch / steps_per_epoch, time.perf_counter() - started,
+                                    state, ranks)
                 samples, seconds = samples + counted[0], seconds + counted[1]
                 started, sums = time.perf_counter(), _zeros(weighting)
                 if state["stale"] > conf.patience:
                     break
         ranks.join()
+        _check_finite(_read(sums, weighting), epoch, state["step"] - (epoch - 1) * steps_per_epoch)
         # The schedule counts steps of the longest shard on every rank, so resumes agree.
         state["step"] = epoch * steps_per_epoch
         if state["stale"] <= conf.patience:
-            counted = _validate(model, weighting, validation, sums, float(epoch), time.perf_counter() - started,
-                                state, ranks)
+            counted = _validate(model, weighting, validation, _read(sums, weighting), float(epoch),
+                                time.perf_counter() - started, state, ranks)
             samples, seconds = samples + counted[0], seconds + counted[1]
         if time.monotonic() > deadline:
             raise time_limit_failure(limit)
@@ -230,9 +238,22 @@ def _figures(values: Mapping[str, float]) -> str:
     return " ".join(f"{name}={value:.4f}" for name, value in values.items())
 
 
-def _zeros(weighting: LossWeighting) -> dict[str, float]:
-    """Row count and loss sums at zero: the same keys on every rank, even one with no batch."""
-    return dict.fromkeys(("rows", *weighting.task_names), 0.0)
+def _zeros(weighting: LossWeighting) -> torch.Tensor:
+    """Row count and loss sums at zero, [1 + T] (``_read`` names them): the same on every rank,
+    even one with no batch."""
+    return torch.zeros(1 + len(weighting.task_names), dtype=torch.float64)
+
+
+def _row_weighted(losses: Mapping[str, torch.Tensor], names: Iterable[str], rows: int) -> torch.Tensor:
+    """A batch's row count and row-weighted losses, [1 + T] in ``names`` order, without leaving the
+    device (no wait for the step to finish)."""
+    values = torch.stack([losses[name].detach() for name in names]).double()  # [T]
+    return torch.cat([values.new_ones(1), values]) * rows  # [1 + T]
+
+
+def _read(sums: torch.Tensor, weighting: LossWeighting) -> dict[str, float]:
+    """``sums`` [1 + T] as ``{"rows": ..., task: ...}`` (one read of the device)."""
+    return dict(zip(("rows", *weighting.task_names), sums.tolist()))
 
 
 def _losses(model: RankingModel, logits: Mapping[str, torch.Tensor], batch: Batch,
@@ -248,19 +269,13 @@ def _losses(model: RankingModel, logits: Mapping[str, torch.Tensor], batch: Batc
         raise RunFailure(failure.format(f"output {bad} is not finite")) from None
 
 
-def _check_finite(sums: Mapping[str, float], losses: Mapping[str, torch.Tensor], epoch: int, step: int) -> None:
-    """Raises ``RunFailure`` naming the first loss whose running sum is NaN or infinite."""
-    for name in losses:
-        if not math.isfinite(sums[name]):
-            raise RunFailure(f"training loss {name} is {float(losses[name].detach()):g} at epoch {epoch}, step {step}: "
+def _check_finite(sums: Mapping[str, float], epoch: int, step: int) -> None:
+    """Raises ``RunFailure`` naming the first loss whose running sum is NaN or infinite (it went so
+    at ``step`` or in the ``CHECK_STEPS`` steps before)."""
+    for name, value in sums.items():
+        if not math.isfinite(value):
+            raise RunFailure(f"training loss {name} is {value:g} at epoch {epoch}, step {step}: "
                              f"lower training.learning_rate or check the inputs")
-
-
-def _accumulate(sums: dict[str, float], losses: Mapping[str, torch.Tensor], rows: int) -> None:
-    """Adds a batch's row-weighted losses and its row count to ``sums``."""
-    sums["rows"] += rows
-    for name, value in losses.items():
-        sums[name] += float(value.detach()) * rows
 
 
 # Which labels, on which rows, each estimate is scored against: (label, rows mask or None).
@@ -283,20 +298,22 @@ def validation_scores(model: RankingModel, batches: Iterable[Batch],
     """
     model.eval()
     scored = scored_estimates(model.estimates)
-    # The same keys on every rank, even one without a batch.
-    sums = dict.fromkeys(("rows", *model.loss_names, *(f"{e}.{k}" for e in scored for k in ("n", "y", "logloss"))), 0.0)
+    # The same keys on every rank, even one without a batch; summed on the device, read once.
+    keys = ("rows", *model.loss_names, *(f"{e}.{k}" for e in scored for k in ("n", "y", "logloss")))
+    totals = torch.zeros(len(keys), dtype=torch.float64)  # [K]
     for batch in batches:
         logits = model(batch["cat"], batch["num"])
-        _accumulate(sums, _losses(model, logits, batch, "validation loss is nan ({}): check the validation inputs"),
-                    len(batch["click"]))
+        losses = _losses(model, logits, batch, "validation loss is nan ({}): check the validation inputs")
         probabilities = model.probabilities(logits)
+        parts = [_row_weighted(losses, model.loss_names, len(batch["click"]))]  # [1 + L]
         for estimate in scored:
             label, mask = SCORED[estimate]
             p = probabilities[estimate].double().clamp(1e-7, 1 - 1e-7)  # [B]
-            rows, y = (batch[mask] if mask else torch.ones_like(p)), batch[label].double()  # [B], [B]
+            rows, y = (batch[mask].double() if mask else torch.ones_like(p)), batch[label].double()  # [B], [B]
             logloss = -(y * p.log() + (1 - y) * (1 - p).log())  # [B]
-            for key, value in (("n", rows), ("y", rows * y), ("logloss", rows * logloss)):
-                sums[f"{estimate}.{key}"] += float(value.sum())
+            parts.append(torch.stack([rows.sum(), (rows * y).sum(), (rows * logloss).sum()]))  # [3]
+        totals += torch.cat(parts)
+    sums = dict(zip(keys, totals.tolist()))
     model.train()
     sums = ranks.sum(sums)
     count = sums.pop("rows")
