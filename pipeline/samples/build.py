@@ -3,12 +3,14 @@
 A nightly run (``--date D``) rebuilds from the oldest partition that is not yet final (at most
 ``labels.max_rebuild_days`` back), so a night after missed nights leaves the tables of a backfill.
 Checks the input of every rebuilt date first (``pipeline.samples.checks``: partitions present,
-success markers, quarantined share, feature presence). Reads each source once (cached), checks and
-labels with pure transforms (``pipeline.logs.validate``, ``pipeline.samples.labels``), checks the
-per-date counts, and only then replaces exactly the run's ``dt`` partitions of ``samples`` and
-``quarantine``. A run that fails writes a ``failed`` row to ``runs``
-and leaves every table at its previous version (or, at worst, with only whole, committed
-versions: each Delta write is atomic).
+success markers, quarantined share, feature presence). Reads each source once and checks and
+labels it with pure transforms (``pipeline.logs.validate``, ``pipeline.samples.labels``); the
+classified records are cached (without the text of records that are not quarantined), since
+three actions use them: one aggregate gives every count the checks and the ``runs`` row need,
+then, only when the checks pass, the run replaces exactly its ``dt`` partitions of ``samples``
+and ``quarantine``. A run that fails writes a ``failed`` row to ``runs`` and leaves every table
+at its previous version (or, at worst, with only whole, committed versions: each Delta write is
+atomic).
 """
 from __future__ import annotations
 
