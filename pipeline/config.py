@@ -36,6 +36,9 @@ def _local_spark_settings() -> Mapping[str, str]:
         "spark.driver.memory": "6g",  # local mode: the driver is also the executor (default 1g)
         "spark.sql.shuffle.partitions": "4",
         "spark.databricks.delta.snapshotPartitions": "2",
+        # A task writing a partitioned table (samples, quarantine, scores by dt) keeps up to this
+        # many files open at once instead of sorting its rows by dt first.
+        "spark.sql.maxConcurrentOutputFileWriters": "8",
         "spark.ui.showConsoleProgress": "false",
     })
 

@@ -44,9 +44,20 @@ def reject_reason(source: str) -> Column:
 def check_records(raw: DataFrame, source: str) -> DataFrame:
     """Adds ``event_ts``, ``reason`` (NULL when valid) and ``is_duplicate``: among valid records
     with the same id, all but the first (earliest folder date, then time, then text) are
-    duplicates."""
+    duplicates.
+
+    The records are hash-partitioned by the id into ``spark.sql.shuffle.partitions`` parts (a
+    fixed number, which adaptive execution leaves as it is, so the partitioning survives a cache)
+    and the window numbers them within that partitioning, valid records sorted first (so they
+    are numbered as among themselves): the joins on that id downstream (clicks to their
+    exposures, samples to their click labels) reuse this one shuffle instead of moving every
+    record again."""
     id_field = schema.ID_FIELD[source]
-    checked = raw.withColumn(EVENT_TS, parse_ts(F.col("ts"))).withColumn(REASON, reject_reason(source))
-    first_copy = Window.partitionBy(id_field, F.col(REASON).isNull()).orderBy("dt", EVENT_TS, "raw")
-    copy_number = F.when(F.col(REASON).isNull(), F.row_number().over(first_copy))
+    partitions = int(raw.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    checked = (raw.withColumn(EVENT_TS, parse_ts(F.col("ts"))).withColumn(REASON, reject_reason(source))
+               .repartition(partitions, id_field))
+    is_valid = F.col(REASON).isNull()
+    first_copy = (Window.partitionBy(id_field).orderBy((~is_valid).asc(), "dt", EVENT_TS, "raw")
+                  .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    copy_number = F.when(is_valid, F.row_number().over(first_copy))
     return checked.withColumn(IS_DUPLICATE, F.coalesce(copy_number > 1, F.lit(False)))

@@ -3,12 +3,14 @@
 A nightly run (``--date D``) rebuilds from the oldest partition that is not yet final (at most
 ``labels.max_rebuild_days`` back), so a night after missed nights leaves the tables of a backfill.
 Checks the input of every rebuilt date first (``pipeline.samples.checks``: partitions present,
-success markers, quarantined share, feature presence). Reads each source once (cached), checks and
-labels with pure transforms (``pipeline.logs.validate``, ``pipeline.samples.labels``), checks the
-per-date counts, and only then replaces exactly the run's ``dt`` partitions of ``samples`` and
-``quarantine``. A run that fails writes a ``failed`` row to ``runs``
-and leaves every table at its previous version (or, at worst, with only whole, committed
-versions: each Delta write is atomic).
+success markers, quarantined share, feature presence). Reads each source once and checks and
+labels it with pure transforms (``pipeline.logs.validate``, ``pipeline.samples.labels``); the
+classified records are cached (without the text of records that are not quarantined), since
+three actions use them: one aggregate gives every count the checks and the ``runs`` row need,
+then, only when the checks pass, the run replaces exactly its ``dt`` partitions of ``samples``
+and ``quarantine``. A run that fails writes a ``failed`` row to ``runs`` and leaves every table
+at its previous version (or, at worst, with only whole, committed versions: each Delta write is
+atomic).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.logs.read import read_raw
 from pipeline.logs.schema import SOURCES
-from pipeline.logs.validate import REASON, check_records
+from pipeline.logs.validate import check_records
 from pipeline.samples import checks
 from pipeline.samples import labels as L
 from pipeline.samples.tables import COUNTS, QUARANTINE_SCHEMA, RUNS_SCHEMA, feature_columns
@@ -100,18 +102,21 @@ def _build(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_i
         return cached[-1]
 
     try:
-        exposures = cache(L.classify_exposures(checked["exposures"], dates))
-        checks.check_features(_feature_presence(exposures, cfg), cfg)
-        clicks = cache(L.classify_children(checked["clicks"], L.exposure_parents(exposures), "clicks", dates,
-                                           cfg.labels.click_window_hours * 3600))
-        conversions = cache(L.classify_children(checked["conversions"], L.click_parents(clicks), "conversions",
-                                                dates, cfg.labels.attribution_window_days * 86400))
+        exposures = cache(L.for_outputs(L.classify_exposures(checked["exposures"], dates)))
+        clicks = cache(L.for_outputs(L.classify_children(checked["clicks"], L.exposure_parents(exposures), "clicks",
+                                                         dates, cfg.labels.click_window_hours * 3600)))
+        conversions = cache(L.for_outputs(L.classify_children(checked["conversions"], L.click_parents(clicks),
+                                                              "conversions", dates,
+                                                              cfg.labels.attribution_window_days * 86400)))
         classified = {"exposures": exposures, "clicks": clicks, "conversions": conversions}
-        by_date = {s: L.date_counts(df) for s, df in classified.items()}
+        features = [name for name, _ in feature_columns(cfg.features)]
+        outcomes = L.outcome_counts(classified, features).collect()  # one job: every check and count
+        checks.check_features(L.feature_presence(outcomes, features), cfg)
+        by_date = L.date_counts(outcomes)
         checks.check_quarantine(by_date, cfg)
-        counts = {s: L.total_counts(c) for s, c in by_date.items()}
+        counts = {s: L.total_counts(by_date.get(s, {})) for s in SOURCES}
+        reasons = L.reason_counts(outcomes)
         quarantine = _union([L.quarantine_rows(df, s, run_id) for s, df in classified.items()])
-        reasons = {r["reason"]: int(r["n"]) for r in quarantine.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
         samples = L.label_samples(exposures, clicks, conversions, features=cfg.features, labels=cfg.labels,
                                   run=dates, run_id=run_id)
         samples_version = delta.replace_partitions(samples, cfg.table_path("samples"), dates.rebuilt)
@@ -128,14 +133,6 @@ def _build(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_i
     for name in ("samples", "quarantine", "runs"):
         delta.register_table(spark, cfg.storage.database, name, cfg.table_path(name))
     return summary
-
-
-def _feature_presence(exposures: DataFrame, cfg: Config) -> dict[dt.date, dict[str, int]]:
-    """Per owned date: valid exposures (``_rows``) and how many carry each declared feature."""
-    names = [name for name, _ in feature_columns(cfg.features)]
-    rows = (exposures.where(F.col("owned") & F.col(REASON).isNull()).groupBy("dt")
-            .agg(F.count(F.lit(1)).alias("_rows"), *[F.count(F.col(n)).alias(n) for n in names]).collect())
-    return {row["dt"]: {k: int(v) for k, v in row.asDict().items() if k != "dt"} for row in rows}
 
 
 def _union(frames: list[DataFrame]) -> DataFrame:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Mapping
+from functools import reduce
+from typing import Iterable, Mapping, Sequence
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from pipeline.config import FeaturesConf, LabelsConf
@@ -85,6 +86,14 @@ def classify_exposures(exposures: DataFrame, run: RunDates) -> DataFrame:
     return (exposures.withColumn(STATUS, status)
             .withColumn(QUARANTINE_REASON, F.col(REASON))
             .withColumn("owned", run.owns(F.col("dt"))))
+
+
+def for_outputs(classified: DataFrame) -> DataFrame:
+    """Classified records with only what the outputs use: the record text stays on quarantined
+    records (the only ones written with it) and the parse columns (``ts`` text, ``malformed``)
+    go, which keeps the records a run holds between its outputs small."""
+    return (classified.withColumn("raw", F.when(F.col(STATUS) == QUARANTINED, F.col("raw")))
+            .drop("ts", "malformed"))
 
 
 def valid_first_copies(checked: DataFrame) -> DataFrame:
@@ -160,8 +169,11 @@ def label_samples(exposures: DataFrame, clicks: DataFrame, conversions: DataFram
                          .groupBy(F.col("k.impression_id").alias("impression_id"))
                          .agg(F.sum("v.value").alias("conversion_value")))
     samples = exposures.where((F.col(STATUS) == ACCEPTED) & F.col("owned")).alias("e")
+    # Exposures and clicks are both partitioned by impression_id already (record checks, parent
+    # join), so the click labels join without moving the exposures; the conversion labels are a
+    # few per hundred exposures and go to every task instead.
     labelled = (samples.join(click_labels.alias("cl"), on="impression_id", how="left")
-                .join(conversion_labels.alias("vl"), on="impression_id", how="left"))
+                .join(F.broadcast(conversion_labels).alias("vl"), on="impression_id", how="left"))
     is_final = F.date_add(F.col("dt"), labels.lookback_days) <= F.lit(run.end)
     keys = [F.col(EVENT_TS).alias("exposure_ts") if name == "exposure_ts" else F.col(name).cast(kind)
             for name, kind in SAMPLE_KEYS]
@@ -185,19 +197,67 @@ def quarantine_rows(classified: DataFrame, source: str, run_id: str) -> DataFram
         F.lit(run_id).alias("run_id"), "dt")
 
 
-def date_counts(classified: DataFrame) -> dict[dt.date, dict[str, int]]:
-    """Counts over the owned records, per raw event date: read, accepted, duplicates, quarantined,
-    late, out_of_range (one aggregate; a source's totals are their sums)."""
-    owned = classified.where(F.col("owned"))
-    late = F.col(IS_LATE) if IS_LATE in classified.columns else F.lit(False)
-    rows = owned.groupBy("dt").agg(
-        F.count(F.lit(1)).alias("read"),
-        *[F.sum((F.col(STATUS) == status).cast("long")).alias(name)
-          for name, status in (("accepted", ACCEPTED), ("duplicates", DUPLICATE),
-                               ("quarantined", QUARANTINED), ("out_of_range", OUT_OF_RANGE))],
-        F.sum(late.cast("long")).alias("late"),
-    ).collect()
-    return {row["dt"]: {name: int(row[name] or 0) for name in COUNTS} for row in rows}
+PASSED_CHECKS = "passed_checks"
+OUTCOME = ("source", "dt", STATUS, QUARANTINE_REASON, IS_LATE, PASSED_CHECKS)
+
+
+def outcome_counts(classified: Mapping[str, DataFrame], features: Sequence[str]) -> DataFrame:
+    """The owned records of every source counted by outcome: one small aggregate, so one Spark
+    job yields the run's counts, its quarantine reasons and its exposures' feature presence.
+
+    Args:
+        classified: classified records per source (``classify_exposures``, ``classify_children``).
+        features: the declared feature columns of the exposures.
+
+    Returns:
+        One row per ``OUTCOME`` (source, dt, status, quarantine_reason, is_late, passed_checks)
+        with ``n`` records and, per feature, how many of them carry it (0 for clicks and
+        conversions).
+    """
+    def per_source(source: str, df: DataFrame) -> DataFrame:
+        is_late = F.col(IS_LATE) if IS_LATE in df.columns else F.lit(False)
+        carried = [F.count(F.col(name)) if source == "exposures" else F.lit(0).cast("long") for name in features]
+        return (df.where(F.col("owned"))
+                .groupBy(F.lit(source).alias("source"), F.col("dt"), F.col(STATUS), F.col(QUARANTINE_REASON),
+                         F.coalesce(is_late, F.lit(False)).alias(IS_LATE), F.col(REASON).isNull().alias(PASSED_CHECKS))
+                .agg(F.count(F.lit(1)).alias("n"), *[c.alias(name) for c, name in zip(carried, features)]))
+
+    return reduce(lambda a, b: a.unionByName(b), [per_source(s, df) for s, df in classified.items()])
+
+
+def date_counts(outcomes: Iterable[Row]) -> dict[str, dict[dt.date, dict[str, int]]]:
+    """Counts over the owned records, per source and raw event date: read, accepted,
+    duplicates, quarantined, late, out_of_range (a source's totals are their sums)."""
+    bucket = {ACCEPTED: "accepted", DUPLICATE: "duplicates", QUARANTINED: "quarantined", OUT_OF_RANGE: "out_of_range"}
+    counts: dict[str, dict[dt.date, dict[str, int]]] = {}
+    for row in outcomes:
+        day = counts.setdefault(row["source"], {}).setdefault(row["dt"], dict.fromkeys(COUNTS, 0))
+        day["read"] += row["n"]
+        day[bucket[row[STATUS]]] += row["n"]
+        day["late"] += row["n"] if row[IS_LATE] else 0
+    return counts
+
+
+def reason_counts(outcomes: Iterable[Row]) -> dict[str, int]:
+    """Quarantined records per reason code, all sources together."""
+    reasons: dict[str, int] = {}
+    for row in outcomes:
+        if row[STATUS] == QUARANTINED:
+            reasons[row[QUARANTINE_REASON]] = reasons.get(row[QUARANTINE_REASON], 0) + row["n"]
+    return reasons
+
+
+def feature_presence(outcomes: Iterable[Row], features: Sequence[str]) -> dict[dt.date, dict[str, int]]:
+    """Per raw event date: the exposures that passed the record checks (``_rows``) and how many
+    of them carry each feature."""
+    presence: dict[dt.date, dict[str, int]] = {}
+    for row in outcomes:
+        if row["source"] == "exposures" and row[PASSED_CHECKS]:
+            day = presence.setdefault(row["dt"], dict.fromkeys(("_rows", *features), 0))
+            day["_rows"] += row["n"]
+            for name in features:
+                day[name] += row[name]
+    return presence
 
 
 def total_counts(by_date: dict[dt.date, dict[str, int]]) -> dict[str, int]:
