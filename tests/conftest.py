@@ -1,6 +1,7 @@
 """Shared fixtures: one real local Spark session with Delta for the whole run."""
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -14,6 +15,16 @@ TEST_SPARK_SETTINGS = [
     "spark.conf.spark.ui.enabled=false",
     "spark.conf.spark.sql.shuffle.partitions=2",
 ]
+
+
+@pytest.fixture
+def pipeline_log(caplog):
+    """``caplog`` with the records of the ``pipeline`` loggers, which stop propagating to the root
+    logger (caplog's) once a command configured them (``pipeline.console``)."""
+    logger = logging.getLogger("pipeline")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture(scope="session")

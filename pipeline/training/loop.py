@@ -351,7 +351,7 @@ def _restore(path: str, model: nn.Module, optimizers: Mapping[str, torch.optim.O
     payload = torch.load(path, weights_only=True)
     if payload.pop("fingerprint", None) != fingerprint:
         if announce:
-            log.warning("ignoring the checkpoint of another run (conf or training set changed): %s", path)
+            log.warning("ignoring checkpoint of another run (conf or training set changed): %s", path)
         return None
     model.load_state_dict(payload.pop("model"))
     for name, state in payload.pop("optimizers").items():

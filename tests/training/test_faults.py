@@ -60,7 +60,7 @@ def test_the_time_limit_stops_one_process(toy):
     assert time.monotonic() - started < 10
 
 
-def test_a_checkpoint_resumes_only_the_run_it_fingerprints(toy, tmp_path, capsys):
+def test_a_checkpoint_resumes_only_the_run_it_fingerprints(toy, tmp_path, pipeline_log):
     train, validation = toy
     spec, run = small_spec(), {"checkpoint_dir": str(tmp_path), "fingerprint": "run-a"}
     train_in_memory(spec, INPUTS, PRIORS, CONF, train, validation, stop_after_epoch=1, **run)
@@ -71,16 +71,16 @@ def test_a_checkpoint_resumes_only_the_run_it_fingerprints(toy, tmp_path, capsys
     wider = dataclasses.replace(spec, embedding_dim=16)
     _, fresh = train_in_memory(wider, INPUTS, PRIORS, CONF, train, validation, stop_after_epoch=1,
                                checkpoint_dir=str(tmp_path), fingerprint="run-b")
-    assert capsys.readouterr().out.strip() == (f"ignoring checkpoint of another run (conf or training set changed): "
-                                               f"{tmp_path / CHECKPOINT}")
+    assert (f"ignoring checkpoint of another run (conf or training set changed): {tmp_path / CHECKPOINT}"
+            in pipeline_log.messages)
     assert fresh.epochs_run == 1 and fresh.history[0]["seconds"] != saved["history"][0]["seconds"]
 
     # The same run resumes from its epoch: its first validations are the checkpoint's own.
     train_in_memory(spec, INPUTS, PRIORS, CONF, train, validation, stop_after_epoch=1, **run)
-    capsys.readouterr()  # its own checkpoint was run-b's: ignored
+    pipeline_log.clear()  # its own checkpoint was run-b's: ignored
     kept = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     _, resumed = train_in_memory(spec, INPUTS, PRIORS, CONF, train, validation, **run)
-    assert "ignoring" not in capsys.readouterr().out
+    assert not [m for m in pipeline_log.messages if "ignoring" in m]
     assert resumed.epochs_run == 2 and resumed.history[:len(kept["history"])] == kept["history"]
 
 
@@ -116,7 +116,7 @@ def test_a_run_whose_loss_goes_nan_registers_nothing(spark, small_world):
     assert after == before
 
 
-def test_train_model_ignores_the_checkpoint_of_another_conf(spark, small_world, capsys):
+def test_train_model_ignores_the_checkpoint_of_another_conf(spark, small_world, pipeline_log):
     checkpoint = os.path.join(small_world.artifacts_path, "_checkpoints", "shared_bottom-20261001-20261002",
                               CHECKPOINT)
     with pytest.raises(PipelineError, match="stopped after epoch 1"):
@@ -124,12 +124,13 @@ def test_train_model_ignores_the_checkpoint_of_another_conf(spark, small_world, 
     narrower = make_cfg(small_world.storage.root, *SMALL_WORLD, "model.embedding_dim=8")
     with pytest.raises(PipelineError, match="stopped after epoch 1"):
         train_model(spark, narrower, START, END, num_proc=1, progress=False, stop_after_epoch=1)
-    assert f"ignoring checkpoint of another run (conf or training set changed): {checkpoint}" in capsys.readouterr().out
+    assert f"ignoring checkpoint of another run (conf or training set changed): {checkpoint}" in pipeline_log.messages
+    pipeline_log.clear()
     kept = torch.load(checkpoint, weights_only=True)["history"]
 
     # The same conf again (a new training-set version of the same rows) resumes.
     resumed = train_model(spark, narrower, START, END, num_proc=1, progress=False)
-    assert "ignoring" not in capsys.readouterr().out
+    assert not [m for m in pipeline_log.messages if "ignoring" in m]
     with open(os.path.join(resumed.artifact_uri, "history.json"), encoding="utf-8") as fh:
         history = json.load(fh)
     assert resumed.epochs_run == 2
