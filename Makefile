@@ -34,9 +34,10 @@ bench: env
 	$(VENV)/bin/python bench/generate.py
 	$(VENV)/bin/python bench/build_samples.py
 
-# dist/mtrank-<version>-py3-none-any.whl and dist/mtrank-env.tar.gz (the environment for
-# spark-submit --archives), then a check of the archive unpacked outside the repo.
-# docs/deployment.md. PYTHON_PREFIX=/usr points the archive's python at the cluster's.
+# dist/mtrank-env.tar.gz (the dependencies, for spark-submit --archives; built once per set of
+# pins and cached), dist/mtrank-<version>.zip (the code, for --py-files) and the wheel, then a
+# check of both as an executor sees them. docs/deployment.md. PYTHON_PREFIX=/usr points the
+# archive's python at the cluster's.
 package: env
 	@bash .ci/package.sh
 	@bash .ci/check_package.sh
