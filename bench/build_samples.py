@@ -133,6 +133,11 @@ def main() -> None:
     parser.add_argument("--driver-memory", default=None, help="spark.driver.memory (default: the conf's)")
     parser.add_argument("--engines", nargs="+", default=["spark", "duckdb"], choices=["spark", "duckdb"])
     args = parser.parse_args()
+    if "duckdb" in args.engines:
+        try:
+            import duckdb  # noqa: F401
+        except ImportError:
+            raise SystemExit('DuckDB is missing: pip install -e ".[bench]" (or run with --engines spark)') from None
     overrides = [f"spark.conf.spark.driver.memory={args.driver_memory}"] if args.driver_memory else []
     spark = get_spark(load_config(None, overrides), app_name="bench-build-samples")
     jvm = PeakMemory(int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()))

@@ -4,9 +4,9 @@
 
 Runs one backfill over the raw logs under ``DIR/raw`` (written by ``pipeline generate``) with
 Spark's event log on, then reads the event log back and prints: the SQL executions (one per
-action) with their wall time and how many raw-file scans each plan holds, the jobs and stages
-with their input and shuffle bytes, and the Delta commits the run made. Nothing here changes
-what the job does.
+action, the Delta writes among them) with their wall time and whether the plan holds a Python
+UDF, then the jobs and the stages with their input (raw files and caches) and shuffle bytes:
+what was read how often and what moved. Nothing here changes what the job does.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import datetime as dt
 import glob
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -28,7 +29,7 @@ from pipeline.spark import get_spark
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True)
-    parser.add_argument("--start", default="2026-09-27")
+    parser.add_argument("--start", default="2026-10-01")
     parser.add_argument("--end", default="2026-10-04")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
@@ -47,6 +48,8 @@ def main() -> None:
     spark.stop()
     print(summary.line())
     report(sorted(f for f in glob.glob(os.path.join(events, "**", "*"), recursive=True) if os.path.isfile(f)), seconds)
+    print(f"event log: {events}")
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def read_events(paths: list[str]):
@@ -60,42 +63,37 @@ def read_events(paths: list[str]):
 
 def report(paths: list[str], seconds: float) -> None:
     executions, jobs, stages = {}, {}, {}
-    if True:
-        for event in read_events(paths):
-            kind = event["Event"]
-            if kind.endswith("SQLExecutionStart"):
-                executions[event["executionId"]] = {
-                    "start": event["time"], "description": event.get("description", ""),
-                    "scans": event.get("physicalPlanDescription", "").count("Scan text"),
-                    "python_udfs": event.get("physicalPlanDescription", "").count("BatchEvalPython"),
-                    "exchanges": event.get("physicalPlanDescription", "").count("Exchange hashpartitioning"),
-                    "broadcasts": event.get("physicalPlanDescription", "").count("BroadcastHashJoin"),
-                    "inmemory": event.get("physicalPlanDescription", "").count("InMemoryTableScan")}
-            elif kind.endswith("SQLExecutionEnd") and event["executionId"] in executions:
-                executions[event["executionId"]]["end"] = event["time"]
-            elif kind == "SparkListenerJobStart":
-                props = event.get("Properties") or {}
-                jobs[event["Job ID"]] = {"start": event["Submission Time"], "stages": event["Stage IDs"],
-                                         "site": props.get("callSite.short", ""),
-                                         "sql": props.get("spark.sql.execution.id")}
-            elif kind == "SparkListenerJobEnd":
-                jobs[event["Job ID"]]["end"] = event["Completion Time"]
-            elif kind == "SparkListenerStageCompleted":
-                info = event["Stage Info"]
-                acc = {a["Name"]: a.get("Value") for a in info.get("Accumulables", [])}
-                stages[info["Stage ID"]] = {
-                    "name": info["Stage Name"], "tasks": info["Number of Tasks"],
-                    "seconds": (info.get("Completion Time", 0) - info.get("Submission Time", 0)) / 1000,
-                    "input": int(acc.get("internal.metrics.input.bytesRead") or 0),
-                    "shuffle_write": int(acc.get("internal.metrics.shuffle.write.bytesWritten") or 0),
-                    "shuffle_read": int(acc.get("internal.metrics.shuffle.read.remoteBytesRead") or 0)
-                    + int(acc.get("internal.metrics.shuffle.read.localBytesRead") or 0)}
+    for event in read_events(paths):
+        kind = event["Event"]
+        if kind.endswith("SQLExecutionStart"):
+            plan = event.get("physicalPlanDescription", "")
+            executions[event["executionId"]] = {
+                "start": event["time"], "description": event.get("description", ""),
+                "python_udfs": sum(node in plan for node in ("BatchEvalPython", "ArrowEvalPython"))}
+        elif kind.endswith("SQLExecutionEnd") and event["executionId"] in executions:
+            executions[event["executionId"]]["end"] = event["time"]
+        elif kind == "SparkListenerJobStart":
+            props = event.get("Properties") or {}
+            jobs[event["Job ID"]] = {"start": event["Submission Time"], "stages": event["Stage IDs"],
+                                     "site": props.get("callSite.short", ""),
+                                     "sql": props.get("spark.sql.execution.id")}
+        elif kind == "SparkListenerJobEnd":
+            jobs[event["Job ID"]]["end"] = event["Completion Time"]
+        elif kind == "SparkListenerStageCompleted":
+            info = event["Stage Info"]
+            acc = {a["Name"]: a.get("Value") for a in info.get("Accumulables", [])}
+            stages[info["Stage ID"]] = {
+                "name": info["Stage Name"], "tasks": info["Number of Tasks"],
+                "seconds": (info.get("Completion Time", 0) - info.get("Submission Time", 0)) / 1000,
+                "input": int(acc.get("internal.metrics.input.bytesRead") or 0),
+                "shuffle_write": int(acc.get("internal.metrics.shuffle.write.bytesWritten") or 0),
+                "shuffle_read": int(acc.get("internal.metrics.shuffle.read.remoteBytesRead") or 0)
+                + int(acc.get("internal.metrics.shuffle.read.localBytesRead") or 0)}
     print(f"\nrun: {seconds:.1f} s; {len(executions)} SQL executions, {len(jobs)} jobs, {len(stages)} stages run")
-    print(f"{'exec':>4} {'s':>6} {'scans':>5} {'xchg':>4} {'bhj':>3} {'cache':>5} {'pyudf':>5}  description")
+    print(f"{'exec':>4} {'s':>6} {'python UDF':>10}  description")
     for key, e in sorted(executions.items()):
         took = (e.get("end", e["start"]) - e["start"]) / 1000
-        print(f"{key:>4} {took:>6.1f} {e['scans']:>5} {e['exchanges']:>4} {e['broadcasts']:>3} {e['inmemory']:>5} "
-              f"{e['python_udfs']:>5}  {e['description'][:90]}")
+        print(f"{key:>4} {took:>6.1f} {'yes' if e['python_udfs'] else 'no':>10}  {e['description'][:90]}")
     print(f"\n{'job':>4} {'s':>6} {'stages':>6}  call site")
     for key, j in sorted(jobs.items()):
         print(f"{key:>4} {(j.get('end', j['start']) - j['start']) / 1000:>6.1f} {len(j['stages']):>6}  {j['site'][:100]}")
