@@ -96,6 +96,9 @@ def test_a_failed_step_stops_the_chain_in_one_line(spark, world, capsys):
     captured = capsys.readouterr()
     assert "\ntrain          failed " in captured.out
     assert "\nscore          not run " in captured.out and "\nreport         not run " in captured.out
-    assert captured.err.count("\n") == 1
-    assert captured.err.startswith("pipeline run: error: train failed: ")
+    # Standard error: the steps' log records, then the one-line error (no traceback).
+    *records, error = captured.err.splitlines()
+    assert error.startswith("pipeline run: error: train failed: ")
+    assert not [r for r in records if r.startswith("Traceback")], records
+    assert any(" ERROR pipeline.nightly: train: failed: " in r for r in records)
     assert delta.current_version(spark, world.table_path("scores")) == scores_version
