@@ -29,7 +29,9 @@ from importlib import metadata
 from typing import Any, Mapping, Optional, Sequence
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-if not sys.stderr.isatty():  # MLflow's download bars would be carriage-return noise in a captured log
+from pipeline.console import is_terminal  # noqa: E402
+
+if not is_terminal():  # MLflow's download bars would be carriage-return noise in a captured log
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow.pyfunc  # noqa: E402 (after the telemetry default)
