@@ -47,7 +47,7 @@ def candidates(spark, cfg, rows: int, path: str) -> None:
     copies = -(-rows // day.count())
     repeated = (day.crossJoin(spark.range(copies).withColumnRenamed("id", "copy"))
                 .withColumn("impression_id", F.concat_ws("-", "impression_id", F.col("copy").cast("string")))
-                .drop("copy").limit(rows))
+                .drop("copy").limit(rows).repartition(spark.sparkContext.defaultParallelism))
     repeated.write.format("delta").mode("overwrite").save(path)
 
 

@@ -4,9 +4,10 @@ ranking score and written to the ``scores`` table; and the fusion commands aroun
 ``score`` resolves the model (by default the ``champion`` of the ``models`` registry, see
 ``pipeline.registry``; ``latest``: the newest ``created_at``; or a model id),
 reads the ``dt = D`` rows of ``samples`` (or of the candidates named by ``scoring.input``),
-encodes them in Spark with the model's encoders, runs the network per partition with
-``mapInPandas`` (the artifact is loaded once per Python worker, batches of
-``scoring.batch_size`` rows, no per-row Python), fuses the predictions by ``fusion.strategy``
+encodes them with the model's encoders (in Spark, but for the vocabulary lookups, which the
+Python workers do on their Arrow batches), runs the network per partition with ``mapInArrow``
+(the artifact is loaded once per Python worker, batches of ``scoring.batch_size`` rows, no
+per-row Python, the key columns passed through as Arrow arrays), fuses the predictions by ``fusion.strategy``
 and replaces exactly the ``dt = D`` partition of ``scores``. Every check (model, input, fusion
 columns, weights or gate) runs before the write, so a failed run leaves the table as it was.
 
@@ -39,6 +40,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -47,7 +49,7 @@ from pyspark.sql.types import (DateType, DoubleType, StringType, StructField, St
 
 from pipeline.config import Config, FusionConf, to_dict
 from pipeline.errors import PipelineError
-from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, encode
+from pipeline.features.encoders import encode_for_lookup, encoded_batch
 from pipeline.io import delta
 from pipeline.registry import CHAMPION, SCORE_NEEDS, missing_estimates, resolve_model
 from pipeline.scoring import fusion
@@ -163,8 +165,6 @@ class InferencePlan:
 
     Args:
         artifact_uri: the model directory (loaded once per worker).
-        categorical: the ``cat_<f>`` columns in the encoders' order.
-        numeric: the ``num_<f>`` columns in the encoders' order.
         outputs: the prediction columns to emit (``model_outputs``).
         passthrough: input columns copied to the output.
         batch_size: rows per forward pass.
@@ -173,8 +173,6 @@ class InferencePlan:
     """
 
     artifact_uri: str
-    categorical: tuple[str, ...]
-    numeric: tuple[str, ...]
     outputs: tuple[str, ...]
     passthrough: tuple[str, ...]
     batch_size: int
@@ -234,40 +232,49 @@ def encoded_arrays(frame: pd.DataFrame, categorical: Sequence[str], numeric: Seq
     return np.ascontiguousarray(cat), np.ascontiguousarray(num)
 
 
-def predict_partitions(plan: InferencePlan, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """``mapInPandas`` body: the passthrough columns, the model's outputs and, for the learned
+def predict_batches(plan: InferencePlan, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: the passthrough columns, the model's outputs and, for the learned
     strategy, ``score``."""
     # Spark runs one worker per core: more torch threads per worker would oversubscribe them.
     torch.set_num_threads(1)
     model = cached_model(plan.artifact_uri)
     gate = cached_gate(plan.gate_dir) if plan.gate_dir else None
     conf = FusionConf.from_dict(plan.fusion) if gate is not None else None
-    for frame in frames:
-        if frame.empty:
+    for batch in batches:
+        if batch.num_rows == 0:
             continue
-        out = frame[list(plan.passthrough)].reset_index(drop=True)
-        predictions = predict_arrays(model, *encoded_arrays(frame, plan.categorical, plan.numeric), plan.batch_size)
-        for name in plan.outputs:
-            out[name] = predictions[name]
+        predictions = predict_arrays(model, *encoded_batch(batch, model.encoders), plan.batch_size)
+        columns = {name: batch.column(name) for name in plan.passthrough}
+        columns.update({name: pa.array(predictions[name], type=pa.float64()) for name in plan.outputs})
         if gate is not None:
-            out["score"] = gate.scores(out, fusion.term_arrays(conf, out, gate_terms(gate)))
-        yield out
+            frame = pa.RecordBatch.from_pydict(columns).to_pandas()
+            scores = gate.scores(frame, fusion.term_arrays(conf, frame, gate_terms(gate)))
+            columns["score"] = pa.array(np.asarray(scores, dtype=np.float64))
+        yield pa.RecordBatch.from_pydict(columns)
 
 
-def predict_rows(encoded: DataFrame, plan: InferencePlan) -> DataFrame:
-    """The model (and, with ``plan.gate_dir``, the learned gate) over encoded rows, in the workers.
+def predict_rows(prepared: DataFrame, plan: InferencePlan) -> DataFrame:
+    """The model (and, with ``plan.gate_dir``, the learned gate) over rows, in the workers.
 
     Args:
-        encoded: ``encode``'s output: the ``plan.passthrough`` columns and the encoded features.
+        prepared: ``encode_for_lookup``'s output: the ``plan.passthrough`` columns and the features.
         plan: what each worker needs.
 
     Returns:
         ``plan.passthrough``, then ``plan.outputs`` (DOUBLE), then ``score`` (DOUBLE) with a gate.
     """
-    schema = StructType([*[encoded.schema[name] for name in plan.passthrough],
+    schema = StructType([*[prepared.schema[name] for name in plan.passthrough],
                          *[StructField(name, DoubleType()) for name in plan.outputs],
                          *([StructField("score", DoubleType())] if plan.gate_dir else [])])
-    return encoded.mapInPandas(functools.partial(predict_partitions, plan), schema)
+    return spread(prepared).mapInArrow(functools.partial(predict_batches, plan), schema)
+
+
+def spread(rows: DataFrame) -> DataFrame:
+    """``rows``, spread round-robin over one partition per core when they come from fewer files
+    than cores: a Parquet row group is read by one task, so a day written as one file would run
+    the network on one core while the others wait."""
+    cores = rows.sparkSession.sparkContext.defaultParallelism
+    return rows if len(rows.inputFiles()) >= cores else rows.repartition(cores)
 
 
 def gate_terms(gate: LearnedFusion) -> dict[str, str]:
@@ -343,12 +350,9 @@ def score(spark: SparkSession, cfg: Config, date: dt.date, *, model_id: str = CH
     if gate is not None:  # checked here: inside the workers it would fail mid-write
         fusion.check_columns(fusion.needed_columns(conf, gate_terms(gate)), [*passthrough, *outputs])
     plan = InferencePlan(
-        artifact_uri=registered.artifact_uri,
-        categorical=tuple(f"{CAT_PREFIX}{n}" for n in model.encoders.categorical),
-        numeric=tuple(f"{NUM_PREFIX}{n}" for n in model.encoders.numeric),
-        outputs=outputs, passthrough=passthrough, batch_size=cfg.scoring.batch_size,
+        artifact_uri=registered.artifact_uri, outputs=outputs, passthrough=passthrough, batch_size=cfg.scoring.batch_size,
         gate_dir=gate_dir, fusion=to_dict(conf) if gate is not None else None)
-    predicted = predict_rows(encode(rows, model.encoders, keep=passthrough), plan)
+    predicted = predict_rows(encode_for_lookup(rows, model.encoders, keep=passthrough), plan)
 
     if conf.strategy == "dynamic":
         predicted = fusion.join_segment_weights(predicted, weights, segment=conf.dynamic.segment or "",

@@ -7,7 +7,8 @@ from pyspark.testing import assertDataFrameEqual
 from pipeline.config import load_config
 import numpy as np
 
-from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders, encode, encode_frame, fit_encoders
+from pipeline.features.encoders import (CAT_PREFIX, NUM_PREFIX, Encoders, encode, encode_for_lookup, encode_frame,
+                                        encoded_batch, fit_encoders)
 
 D1, D2 = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
 
@@ -85,3 +86,21 @@ def test_the_pandas_encoding_equals_the_spark_one(spark):
     np.testing.assert_array_equal(num, spark_side[[f"{NUM_PREFIX}{n}" for n in enc.numeric]].to_numpy())
     assert spark_side["slot"].dtype == float  # read back as ints: 1.0 is the value "1"
     assert ((cat[:, 1] > 0) == spark_side["slot"].isin([1, 2, 3])).all()  # null and the unseen 40: unknown
+
+
+def test_the_lookup_in_the_workers_equals_the_spark_encoding(spark):
+    # pipeline score: Spark hashes and standardizes, the Python workers look the vocabularies up.
+    data = [("a", 1, "x", 1.0), ("a", 2, "xyz1", 3.0), ("b", None, "seven-b", None), (None, 40, None, -2.0),
+            ("zz", 3, "δδ", 0.0)]
+    rows = spark.createDataFrame(data, "shop string, slot int, color string, price double")
+    conf = load_config(None, ["features.categorical=[shop, slot, color]", "features.numeric=[price]",
+                              "features.min_count=1", "features.hash_buckets.color=1000"]).features
+    enc = fit_encoders(rows.limit(3), conf)
+    expected = encode(rows, enc, keep=("shop",)).orderBy("shop", "num_price").toPandas()
+
+    prepared = encode_for_lookup(rows, enc, keep=("shop",)).orderBy("shop", "num_price").toArrow()
+    cat, num = encoded_batch(prepared.combine_chunks().to_batches()[0], enc)
+
+    np.testing.assert_array_equal(cat, expected[[f"{CAT_PREFIX}{n}" for n in enc.categorical]].to_numpy())
+    np.testing.assert_array_equal(num, expected[[f"{NUM_PREFIX}{n}" for n in enc.numeric]].to_numpy())
+    assert (cat[:, 0] == 0).sum() == 2  # null and the unseen "zz"

@@ -1,7 +1,7 @@
 """Metrics on NumPy arrays: the ROC points stored with each model."""
 import numpy as np
 
-from pipeline.training.metrics import auc, roc_points
+from pipeline.training.metrics import auc, gauc, roc_points
 
 
 def area(points):
@@ -34,3 +34,20 @@ def test_full_curve_area_is_the_auc_and_thinned_curve_stays_close():
     for key in ("fpr", "tpr"):
         assert np.all(np.diff([p[key] for p in thinned]) >= 0)
     assert abs(area(thinned) - auc(labels, scores)) < 0.01
+
+
+def test_gauc_is_the_row_weighted_mean_of_each_groups_auc():
+    rng = np.random.default_rng(5)
+    groups = rng.choice(np.array([f"u{i}" for i in range(300)], dtype=object), 20_000)
+    labels = rng.random(20_000) < 0.2
+    scores = np.round(rng.normal(labels * 0.5, 1.0), 1)  # rounded: ties inside groups
+
+    total = weight = 0.0
+    for group in np.unique(groups):
+        rows = groups == group
+        if 0 < labels[rows].sum() < rows.sum():
+            total, weight = total + auc(labels[rows], scores[rows]) * rows.sum(), weight + rows.sum()
+
+    assert abs(gauc(labels, scores, groups) - total / weight) < 1e-12
+    assert gauc(np.array([1, 0, 1, 1]), np.array([0.9, 0.1, 0.4, 0.3]), np.array([1, 1, 2, 2])) == 1.0
+    assert np.isnan(gauc(np.array([1, 0]), np.array([0.5, 0.2]), np.array([1, 2])))
