@@ -1,15 +1,17 @@
 """Scoring throughput: rows/s of ``pipeline score`` in Spark against the same model's in-process
 inference on the same rows, and their ratio.
 
-    .venv/bin/python bench/score.py                       # 100k and 1M rows
+    .venv/bin/python bench/score.py                       # 100k, 1M, 2M and 10M rows
     .venv/bin/python bench/score.py --sizes 20000 100000
 
 Set-up (not timed): a small generated world (2 days of 5,000 exposures), one ESMM epoch trained on
 its first day and registered; then for each size a candidates Delta table of that many rows (the
-second day's samples repeated with fresh impression ids). Timed, in one warm local session:
+second day's samples repeated with fresh impression ids, in one file per core). Timed, in one warm
+local session:
 
 * Spark: ``score`` end to end with ``--set scoring.input=<candidates>``: read, encode, inference in
-  ``mapInPandas`` (one torch thread per Python worker), linear fusion, Delta write.
+  ``mapInArrow`` (one torch thread per Python worker), linear fusion, Delta write; with the peak
+  resident set and heap of the JVM during the run (the Python workers not included).
 * in-process: the same rows, already encoded and in memory, through the same network in batches of
   ``scoring.batch_size`` (torch's default threads): the inference alone.
 """
@@ -21,6 +23,7 @@ import shutil
 import tempfile
 import time
 
+from build_samples import JvmHeap, PeakMemory
 from pyspark.sql import functions as F
 
 from pipeline.config import load_config
@@ -51,14 +54,19 @@ def candidates(spark, cfg, rows: int, path: str) -> None:
     repeated.write.format("delta").mode("overwrite").save(path)
 
 
-def measure(spark, cfg, artifact_uri: str, rows: int, root: str) -> tuple[float, float]:
-    """Seconds of the Spark job and of in-process inference over the same ``rows`` rows."""
+def measure(spark, cfg, artifact_uri: str, rows: int, root: str) -> tuple[float, float, float, float]:
+    """Seconds of the Spark job and of in-process inference over the same ``rows`` rows, and the
+    JVM's peak resident set and heap (GB) during the Spark job."""
     path = f"{root}/candidates-{rows}"
     candidates(spark, cfg, rows, path)
+    jvm, heap = PeakMemory(int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())), JvmHeap(spark)
+    jvm.reset()
+    heap.reset()
     began = time.perf_counter()
     summary = score(spark, cfg, SCORE_DATE, input_table=path)
     spark_seconds = time.perf_counter() - began
     assert summary.rows == rows, summary
+    rss, heap_peak = jvm.peak_bytes() / 1e9, heap.peak_bytes() / 1e9
 
     model = load_artifact(artifact_uri)
     frame = encode(delta.read_table(spark, path), model.encoders).toPandas()
@@ -66,12 +74,13 @@ def measure(spark, cfg, artifact_uri: str, rows: int, root: str) -> tuple[float,
                               [f"{NUM_PREFIX}{n}" for n in model.encoders.numeric])
     began = time.perf_counter()
     predict_arrays(model, cat, num, cfg.scoring.batch_size)
-    return spark_seconds, time.perf_counter() - began
+    shutil.rmtree(path, ignore_errors=True)
+    return spark_seconds, time.perf_counter() - began, rss, heap_peak
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 2_000_000, 10_000_000])
     sizes = sorted(parser.parse_args().sizes)
     root = tempfile.mkdtemp(prefix="bench-score-")
     try:
@@ -83,11 +92,12 @@ def main() -> None:
         model = train_model(spark, cfg, start, start, model_name="esmm", progress=False)
         measure(spark, cfg, model.artifact_uri, 10_000, root)  # warm-up: Python workers import torch
         print(f"{'rows':>12} {'spark s':>9} {'spark rows/s':>13} {'in-process s':>13} {'in-process rows/s':>18} "
-              f"{'ratio':>6}", flush=True)
+              f"{'ratio':>6} {'JVM RSS GB':>10} {'heap GB':>8}", flush=True)
         for size in sizes:
-            spark_seconds, local_seconds = measure(spark, cfg, model.artifact_uri, size, root)
+            spark_seconds, local_seconds, rss, heap = measure(spark, cfg, model.artifact_uri, size, root)
             print(f"{size:>12,} {spark_seconds:>9.1f} {size / spark_seconds:>13,.0f} {local_seconds:>13.2f} "
-                  f"{size / local_seconds:>18,.0f} {local_seconds / spark_seconds:>6.2f}", flush=True)
+                  f"{size / local_seconds:>18,.0f} {local_seconds / spark_seconds:>6.2f} {rss:>10.2f} {heap:>8.2f}",
+                  flush=True)
         print("ratio: Spark rows/s over in-process rows/s (in-process: inference alone, rows already encoded)")
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -4,7 +4,7 @@
 outputs of a small MLP over embedded categorical and standardized numeric context columns
 (``fusion.learned``), and ``scale_t`` each term's mean on the training day. ``train_learned``
 fits it on a labelled day with a listwise loss over each request's realized gain;
-``LearnedFusion`` scores pandas frames (offline, or per Spark partition with ``mapInPandas``)
+``LearnedFusion`` scores pandas frames (offline, or per Spark partition in ``pipeline score``)
 and saves to and loads from a directory.
 
 Shape notation: B rows, F categorical context fields, D embedding dim, N numeric context
@@ -123,7 +123,7 @@ class GateSpec:
 @dataclass(frozen=True)
 class LearnedFusion:
     """A trained gate with its spec; ``scores`` works on pandas frames (offline, or per Spark
-    partition with ``mapInPandas``)."""
+    partition in ``pipeline score``)."""
 
     spec: GateSpec
     gate: FusionGate

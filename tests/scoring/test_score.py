@@ -22,8 +22,8 @@ from pipeline.io import delta
 from pipeline.scoring import fusion
 from pipeline.scoring.learned import LearnedFusion
 from pipeline.spark import LOG4J2_FILE
-from pipeline.scoring.score import (SCORES_SCHEMA, compute_fusion_weights, evaluate_fusion, resolve_model,
-                                    score, train_fusion_gate)
+from pipeline.scoring.score import (SCORES_SCHEMA, compute_fusion_weights, evaluate_fusion, resolve_model, score,
+                                    spread, train_fusion_gate)
 from pipeline.registry import CHAMPION, LATEST, MODELS_SCHEMA
 from pipeline.training.artifacts import load_artifact
 from pipeline.training.dataset import TrainingSet, batches, load_arrays, split_dates, to_tensors
@@ -134,6 +134,18 @@ def test_candidates_with_unseen_values_score_as_unknown_ids(spark, world):
     assert got["impression_id"].tolist() == encoded["impression_id"].tolist()
     np.testing.assert_allclose(got["p_ctr"], expected["p_ctr"], rtol=0, atol=1e-6)
     assert np.isfinite(got[["p_ctr", "p_cvr", "p_ctcvr", "score"]].to_numpy()).all()
+
+
+def test_rows_from_fewer_files_than_cores_are_spread_over_the_cores(spark, tmp_path):
+    cores = spark.sparkContext.defaultParallelism
+    spark.range(1000).coalesce(1).write.parquet(str(tmp_path / "one"))
+    spark.range(1000).repartition(cores).write.parquet(str(tmp_path / "many"))
+    one, many = spark.read.parquet(str(tmp_path / "one")), spark.read.parquet(str(tmp_path / "many"))
+
+    per_task = spread(one).groupBy(F.spark_partition_id()).count().collect()
+
+    assert len(per_task) == cores and sum(row["count"] for row in per_task) == 1000
+    assert spread(many) is many  # already one file per core: no shuffle
 
 
 # ---------------------------------------------------------------------------------------------
