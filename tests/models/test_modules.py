@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from pipeline.models.modules import (
-    MLP, Experts, ExtractionLayer, FusedEmbedding, Gate, PairwiseInteraction, SharedInput, Tower)
+    MLP, Dropout, Experts, ExtractionLayer, FusedEmbedding, Gate, PairwiseInteraction, SharedInput, Tower)
 from tests.models.conftest import CARDINALITIES
 
 
@@ -62,3 +62,19 @@ def test_extraction_layer_outputs_per_task_and_shared_until_the_last():
     assert middle.shared_gate.output_dim == 3 * 1 + 2 and middle.task_gates[0].output_dim == 1 + 2
     tasks, shared = last(tasks, shared)
     assert [t.shape for t in tasks] == [(4, 5)] * 3 and shared is None and last.shared_gate is None
+
+
+def test_dropout_zeroes_a_share_p_of_entries_and_scales_the_rest():
+    torch.manual_seed(0)
+    drop = Dropout(0.1)
+    x = torch.ones(512, 256)
+
+    out = drop(x)
+    again = (torch.manual_seed(0), drop(x))[1]
+
+    kept = out != 0
+    assert abs(1 - kept.float().mean().item() - 0.1) < 0.005
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.9), rtol=1e-4)
+    assert abs(out.mean().item() - 1) < 0.01  # the expectation is kept, as nn.Dropout's
+    assert torch.equal(out, again)  # torch's generator: the seed fixes the masks
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
