@@ -350,7 +350,8 @@ def score(spark: SparkSession, cfg: Config, date: dt.date, *, model_id: str = CH
     if gate is not None:  # checked here: inside the workers it would fail mid-write
         fusion.check_columns(fusion.needed_columns(conf, gate_terms(gate)), [*passthrough, *outputs])
     plan = InferencePlan(
-        artifact_uri=registered.artifact_uri, outputs=outputs, passthrough=passthrough, batch_size=cfg.scoring.batch_size,
+        artifact_uri=registered.artifact_uri, outputs=outputs, passthrough=passthrough,
+        batch_size=cfg.scoring.batch_size,
         gate_dir=gate_dir, fusion=to_dict(conf) if gate is not None else None)
     predicted = predict_rows(encode_for_lookup(rows, model.encoders, keep=passthrough), plan)
 
