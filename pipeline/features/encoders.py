@@ -177,14 +177,11 @@ def encode_frame(frame: pd.DataFrame, encoders: Encoders) -> tuple[np.ndarray, n
     cat = np.zeros((len(frame), len(encoders.categorical)), dtype=np.int64)
     for j, name in enumerate(encoders.categorical):
         text = spark_text(frame[name])
-        known = text.notna()
-        if name in encoders.hash_buckets:
-            buckets = encoders.hash_buckets[name]
-            index = text[known].map(lambda value: 1 + spark_xxhash64(value) % buckets)
-        else:
-            index = pd.Series(vocabulary_index(pa.array(text[known], type=pa.string()),
-                                               encoders.vocabulary_arrays[name]), index=text[known].index)
-        cat[known.to_numpy(), j] = index.fillna(UNKNOWN).to_numpy(np.int64)
+        if name in encoders.vocabularies:
+            cat[:, j] = vocabulary_index(pa.array(text, type=pa.string()), encoders.vocabulary_arrays[name])
+            continue
+        known, buckets = text.notna(), encoders.hash_buckets[name]
+        cat[known.to_numpy(), j] = text[known].map(lambda value: 1 + spark_xxhash64(value) % buckets).to_numpy(np.int64)
     num = np.zeros((len(frame), len(encoders.numeric)), dtype=np.float32)
     for j, name in enumerate(encoders.numeric):
         mean, std = encoders.numeric_stats[name]

@@ -44,10 +44,9 @@ def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
     new_group = np.r_[True, group_ids[1:] != group_ids[:-1]]
     new_tie = new_group | np.r_[True, scores[1:] != scores[:-1]]
     group_starts, tie_starts = np.flatnonzero(new_group), np.flatnonzero(new_tie)
-    tie_sizes = np.diff(np.r_[tie_starts, n])
-    ranks = np.repeat(tie_starts + (tie_sizes + 1) / 2.0, tie_sizes)   # 1-based, ties averaged
-    ranks -= np.repeat(group_starts, np.diff(np.r_[group_starts, n]))   # within the group
-    sizes = np.diff(np.r_[group_starts, n])
+    sizes, tie_sizes = np.diff(np.r_[group_starts, n]), np.diff(np.r_[tie_starts, n])
+    ranks = np.repeat(tie_starts + (tie_sizes + 1) / 2.0, tie_sizes)  # 1-based, ties averaged
+    ranks -= np.repeat(group_starts, sizes)  # within the group
     positives = np.add.reduceat(labels.astype(np.int64), group_starts)
     rank_sums = np.add.reduceat(np.where(labels, ranks, 0.0), group_starts)
     both = (positives > 0) & (positives < sizes)
