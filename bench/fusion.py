@@ -22,7 +22,10 @@ import datetime as dt
 from pipeline.config import load_config
 from pipeline.samples.build import build_samples
 from pipeline.samples.labels import backfill_dates
-from pipeline.scoring.score import compute_fusion_weights, evaluate_fusion, score, train_fusion_gate
+from pipeline.scoring.evaluate import evaluate_fusion
+from pipeline.scoring.gates import train_fusion_gate
+from pipeline.scoring.score import score
+from pipeline.scoring.weights import compute_fusion_weights
 from pipeline.spark import get_spark
 from pipeline.synth.generate import generate
 from pipeline.training.train import train_model

@@ -31,7 +31,8 @@ from pipeline.data.reader import DEFAULT_BUFFER_ROWS, Columns, open_batches, sna
 from pipeline.features.encoders import Encoders
 from pipeline.io import delta
 from pipeline.spark import get_spark
-from pipeline.training.dataset import LABELS, Split, TrainingSet, batches, load_arrays, to_tensors
+from pipeline.tables import LABELS
+from pipeline.training.dataset import Split, TrainingSet, batches, load_arrays, to_tensors
 
 DAYS = tuple(dt.date(2026, 10, 1) + dt.timedelta(days=i) for i in range(3))
 

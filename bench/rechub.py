@@ -42,7 +42,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.quality.suite import WorldData, prepare_world, world_config  # noqa: E402
 from pipeline.quality.worlds import WORLDS  # noqa: E402
 from pipeline.spark import get_spark  # noqa: E402
-from pipeline.training import metrics  # noqa: E402
+from pipeline import metrics  # noqa: E402
 from pipeline.training.dataset import batches, to_tensors  # noqa: E402
 from pipeline.training.evaluate import predict  # noqa: E402
 from pipeline.training.train import model_inputs, train_in_memory  # noqa: E402

@@ -28,14 +28,14 @@ from build_samples import JvmHeap, PeakMemory
 from pyspark.sql import functions as F
 
 from pipeline.config import load_config
-from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, encode
+from pipeline.features.encoders import encode, encoded_arrays
 from pipeline.io import delta
 from pipeline.samples.build import build_samples
 from pipeline.samples.labels import backfill_dates
-from pipeline.scoring.score import encoded_arrays, predict_arrays, score
+from pipeline.scoring.score import score
 from pipeline.spark import get_spark
 from pipeline.synth.generate import generate
-from pipeline.training.artifacts import load_artifact
+from pipeline.training.artifacts import load_artifact, predict_arrays
 from pipeline.training.train import train_model
 
 WORLD = ["synth.days=2", "synth.exposures_per_day=5000", "training.epochs=1", "training.test_days=0",
@@ -75,8 +75,7 @@ def measure(spark, cfg, artifact_uri: str, rows: int, root: str) -> tuple[float,
 
     model = load_artifact(artifact_uri)
     frame = encode(delta.read_table(spark, path).limit(IN_PROCESS_ROWS), model.encoders).toPandas()
-    cat, num = encoded_arrays(frame, [f"{CAT_PREFIX}{n}" for n in model.encoders.categorical],
-                              [f"{NUM_PREFIX}{n}" for n in model.encoders.numeric])
+    cat, num = encoded_arrays(frame, model.encoders)
     began = time.perf_counter()
     predict_arrays(model, cat, num, cfg.scoring.batch_size)
     shutil.rmtree(path, ignore_errors=True)

@@ -178,7 +178,7 @@ def _top_scores(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _fusion_weights(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.scoring.score import compute_fusion_weights
+    from pipeline.scoring.weights import compute_fusion_weights
     from pipeline.spark import get_spark
 
     date = _one_date(args)
@@ -187,7 +187,7 @@ def _fusion_weights(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _fusion_train(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.scoring.score import train_fusion_gate
+    from pipeline.scoring.gates import train_fusion_gate
     from pipeline.spark import get_spark
 
     date = _one_date(args)
@@ -196,7 +196,7 @@ def _fusion_train(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _fusion_eval(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.scoring.score import evaluate_fusion
+    from pipeline.scoring.evaluate import evaluate_fusion
     from pipeline.spark import get_spark
 
     date = _one_date(args)

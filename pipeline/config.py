@@ -20,10 +20,10 @@ import yaml
 
 from pipeline.dates import parse_date
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.logs.schema import SOURCES
 from pipeline.models.spec import ModelSpec
 
 TABLE_NAMES = ("samples", "quarantine", "runs", "models", "scores", "training_set", "fusion_weights")
-SOURCES = ("exposures", "clicks", "conversions")
 
 
 def _frozen_dict() -> Mapping[str, str]:

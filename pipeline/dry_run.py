@@ -106,7 +106,9 @@ def train(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, *, mod
 def score(spark: SparkSession, cfg: Config, date: dt.date, *, model_id: str) -> DryRun:
     """``score``; raises the run's errors about the model, the input and the fusion's inputs."""
     from pipeline.registry import resolve_model
-    from pipeline.scoring.score import count_input, latest_weights, newest_gate, read_input
+    from pipeline.scoring.gates import newest_gate
+    from pipeline.scoring.score import count_input, read_input
+    from pipeline.scoring.weights import latest_weights
 
     registered = resolve_model(spark, cfg, model_id)
     rows, input_name = read_input(spark, cfg, date)

@@ -31,25 +31,15 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
 
 from pipeline import tracking
 from pipeline.config import Config, PromotionConf
 from pipeline.errors import PipelineError
 from pipeline.io import delta
+from pipeline.tables import MODELS_SCHEMA
 from pipeline.tracking import CHAMPION, LoggedModel
 from pipeline.training.artifacts import load_artifact
 
-MODELS_SCHEMA = StructType([
-    StructField("model_id", StringType()), StructField("model_type", StringType()),
-    StructField("created_at", TimestampType()), StructField("train_start", DateType()),
-    StructField("train_end", DateType()), StructField("training_set_version", LongType()),
-    StructField("params", StringType()), StructField("metrics", StringType()),
-    StructField("artifact_uri", StringType()),
-    StructField("mlflow_run_id", StringType()), StructField("mlflow_version", LongType()),  # of mlflow.registered_model
-    StructField("alias", StringType()),  # CHAMPION on one row at most, else null
-    StructField("gate", StringType()),   # the gate's decision, one line
-])
 LATEST = "latest"
 SCORE_NEEDS = ("p_ctr", "p_cvr")  # the estimates pipeline score reads (p_ctcvr is their product)
 BY_HAND = "promoted by hand"

@@ -21,9 +21,10 @@ from pipeline.config import PromotionConf, load_config
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.io import delta
 from pipeline import tracking
-from pipeline.registry import (CHAMPION, MODELS_SCHEMA, decide, find_champion, metric_values, models_frame,
+from pipeline.registry import (CHAMPION, decide, find_champion, metric_values, models_frame,
                                promote, resolve_model)
 from pipeline.scoring.score import score
+from pipeline.tables import MODELS_SCHEMA
 from pipeline.training.train import train_model
 
 from tests.samples.conftest import built_world, make_cfg

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,12 +17,13 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipeline import runs
 from pipeline.aliccp import parse as P
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.logs import schema
-from pipeline.samples.tables import RUNS_SCHEMA, samples_schema
+from pipeline.tables import samples_schema
 
 JOB = "import-aliccp"
 SKELETON_FILE, COMMON_FILE = "sample_skeleton_{split}.csv", "common_features_{split}.csv"
@@ -96,12 +96,12 @@ def import_aliccp(spark: SparkSession, cfg: Config, source_dir: str, *, days: P.
         raise PipelineError(f"bad Ali-CCP split(s) {unknown or list(splits)} (expected train and/or test)")
     _require_features(cfg)
     dates = days.owned(splits)
-    run_id = f"{JOB}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = runs.new_id(JOB)
     started = dt.datetime.now(dt.timezone.utc)
     try:
         return _import(spark, cfg, source_dir, days, splits, dates, run_id, started)
     except Exception as err:  # noqa: BLE001 (recorded, then re-raised unchanged)
-        _record_failure(spark, cfg, dates, run_id, started, err)
+        runs.record_failure(spark, cfg, _run_row(run_id, dates, started, "failed", error=runs.error_line(err)))
         raise
 
 
@@ -133,7 +133,7 @@ def _import(spark: SparkSession, cfg: Config, source_dir: str, days: P.SplitDays
     summary = ImportSummary(run_id=run_id, days=days, splits=splits, counts=counts, quarantined_by_reason=reasons,
                             samples_version=samples_version, quarantine_version=quarantine_version,
                             seconds=time.perf_counter() - clock)
-    _append_run(spark, cfg, _run_row(run_id, dates, started, "succeeded", summary=summary))
+    runs.append_run(spark, cfg, _run_row(run_id, dates, started, "succeeded", summary=summary))
     for name in ("samples", "quarantine", "runs"):
         delta.register_table(spark, cfg.storage.database, name, cfg.table_path(name))
     return summary
@@ -230,18 +230,3 @@ def _run_row(run_id: str, dates: list[dt.date], started: dt.datetime, status: st
                    samples_rows=sum(c["samples"] for c in per_split), final_partitions=len(dates),
                    samples_version=summary.samples_version, quarantine_version=summary.quarantine_version)
     return row
-
-
-def _append_run(spark: SparkSession, cfg: Config, row: dict) -> None:
-    full = {f.name: row.get(f.name) for f in RUNS_SCHEMA.fields}
-    delta.append(spark.createDataFrame([full], RUNS_SCHEMA), cfg.table_path("runs"))
-
-
-def _record_failure(spark: SparkSession, cfg: Config, dates: list[dt.date], run_id: str,
-                    started: dt.datetime, err: Exception) -> None:
-    message = str(err).strip().splitlines()[0][:1000] if str(err).strip() else type(err).__name__
-    try:
-        _append_run(spark, cfg, _run_row(run_id, dates, started, "failed", error=message))
-    except Exception:  # noqa: BLE001 (the import's own error matters more than its log row)
-        pass
-

@@ -43,7 +43,7 @@ from pyspark.sql import functions as F
 from pipeline.config import FeaturesConf
 from pipeline.errors import PipelineError
 from pipeline.logs import schema
-from pipeline.samples.tables import QUARANTINE_SCHEMA, feature_columns, samples_schema
+from pipeline.tables import QUARANTINE_SCHEMA, feature_columns, samples_schema
 
 SPLITS = ("train", "test")
 USER_FIELDS = ("101", "109_14", "110_14", "127_14", "150_14", "121", "122", "124", "125", "126", "127",

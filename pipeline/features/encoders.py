@@ -137,6 +137,15 @@ def encoded_columns(encoders: Encoders) -> list[str]:
     return [f"{CAT_PREFIX}{n}" for n in encoders.categorical] + [f"{NUM_PREFIX}{n}" for n in encoders.numeric]
 
 
+def encoded_arrays(frame: pd.DataFrame, encoders: Encoders) -> tuple[np.ndarray, np.ndarray]:
+    """``(cat [N, F] int64, num [N, N_num] float32)`` from the ``encoded_columns`` of a frame."""
+    categorical = [f"{CAT_PREFIX}{n}" for n in encoders.categorical]
+    numeric = [f"{NUM_PREFIX}{n}" for n in encoders.numeric]
+    cat = frame[categorical].to_numpy(np.int64).reshape(len(frame), len(categorical))
+    num = frame[numeric].to_numpy(np.float32).reshape(len(frame), len(numeric))
+    return np.ascontiguousarray(cat), np.ascontiguousarray(num)
+
+
 def vocabulary_index(texts: pa.Array, vocabulary: pa.Array) -> np.ndarray:
     """[N] int64: each text's position in ``vocabulary`` plus one; ``UNKNOWN`` for null or unseen."""
     positions = pc.index_in(texts, value_set=vocabulary).fill_null(UNKNOWN - 1)

@@ -65,7 +65,7 @@ class HadoopFiles:
         self._jvm = spark.sparkContext._jvm
 
     def _fs(self, path: str):
-        from pipeline.logs.read import hadoop_file_system
+        from pipeline.io.hadoop import hadoop_file_system
 
         return hadoop_file_system(self._spark, path)
 

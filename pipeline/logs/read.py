@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.io.hadoop import hadoop_file_system
 from pipeline.logs.schema import raw_schema
 
 CORRUPT = "_corrupt_record"
@@ -23,12 +24,6 @@ CORRUPT = "_corrupt_record"
 
 def partition_path(root: str, day: dt.date) -> str:
     return f"{root.rstrip('/')}/dt={day.isoformat()}"
-
-
-def hadoop_file_system(spark: SparkSession, path: str):
-    """``(FileSystem, Path)`` of ``path`` through Spark's Hadoop configuration (any scheme it reaches)."""
-    hadoop_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
-    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
 
 
 def present_dates(spark: SparkSession, root: str, fmt: str) -> set[dt.date]:

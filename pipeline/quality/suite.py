@@ -28,7 +28,8 @@ from pipeline.features.encoders import Encoders, encode, fit_encoders
 from pipeline.quality.worlds import World, synth_overrides
 from pipeline.synth.generate import Simulation
 from pipeline.synth.events import TS_MS
-from pipeline.training.dataset import KEYS, LABELS, batches, label_priors, to_tensors
+from pipeline.tables import LABELS
+from pipeline.training.dataset import KEYS, batches, label_priors, to_tensors
 from pipeline.training.evaluate import evaluate, predict
 from pipeline.training.train import TRUTH_COLUMNS, model_inputs, train_in_memory
 

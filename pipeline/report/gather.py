@@ -18,7 +18,8 @@ from pyspark.sql import functions as F
 from pipeline.config import Config, FusionConf
 from pipeline.errors import PipelineError
 from pipeline.io import delta
-from pipeline.samples.tables import COUNTS, SOURCES
+from pipeline.logs.schema import SOURCES
+from pipeline.tables import COUNTS
 from pipeline.scoring import fusion
 
 TASKS = ("ctr", "cvr", "ctcvr")

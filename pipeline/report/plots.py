@@ -15,7 +15,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline.samples.tables import COUNTS, SOURCES
+from pipeline.logs.schema import SOURCES
+from pipeline.tables import COUNTS
 
 DPI = 80
 TASK_LABELS = {"ctr": "CTR (all exposures)", "cvr": "CVR (clicked)", "ctcvr": "CTCVR (all exposures)"}

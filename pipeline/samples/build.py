@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
@@ -24,14 +23,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Config
-from pipeline.errors import PipelineError
+from pipeline import runs
 from pipeline.io import delta
 from pipeline.logs.read import read_raw
 from pipeline.logs.schema import SOURCES
 from pipeline.logs.validate import check_records
 from pipeline.samples import checks
 from pipeline.samples import labels as L
-from pipeline.samples.tables import COUNTS, QUARANTINE_SCHEMA, RUNS_SCHEMA, feature_columns
+from pipeline.tables import COUNTS, QUARANTINE_SCHEMA, feature_columns
 
 JOB = "build-samples"
 
@@ -67,9 +66,8 @@ def nightly_run_dates(spark: SparkSession, cfg: Config, day: dt.date) -> L.RunDa
     finality: dict[dt.date, bool] = {}
     path = cfg.table_path("samples")
     if delta.is_table(spark, path):
-        rows = (delta.read_table(spark, path).where(F.col("dt").between(F.lit(oldest), F.lit(day)))
-                .groupBy("dt").agg(F.min(F.col("labels_final").cast("int")).alias("final")).collect())
-        finality = {row["dt"]: bool(row["final"]) for row in rows}
+        span = delta.read_table(spark, path).where(F.col("dt").between(F.lit(oldest), F.lit(day)))
+        finality = {d: final for d, (_, final) in L.partition_finality(span).items()}
     return L.backfill_dates(L.healing_start(day, finality, cfg.labels), day, cfg.labels)
 
 
@@ -80,12 +78,12 @@ def build_nightly(spark: SparkSession, cfg: Config, day: dt.date) -> BuildSummar
 
 def build_samples(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str) -> BuildSummary:
     """Runs build-samples for ``dates``; on failure records a ``failed`` run and re-raises."""
-    run_id = f"{JOB}-{dates.end:%Y%m%d}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = runs.new_id(JOB, dates.end)
     started = dt.datetime.now(dt.timezone.utc)
     try:
         summary = _build(spark, cfg, dates, mode, run_id, started)
     except Exception as err:  # noqa: BLE001 (recorded, then re-raised unchanged)
-        _record_failure(spark, cfg, dates, mode, run_id, started, err)
+        runs.record_failure(spark, cfg, _run_row(run_id, mode, dates, started, "failed", error=runs.error_line(err)))
         raise
     return summary
 
@@ -129,7 +127,7 @@ def _build(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_i
                            final_partitions=sum(L.is_final(d, dates, cfg.labels) for d in dates.rebuilt),
                            samples_version=samples_version, quarantine_version=quarantine_version,
                            seconds=time.perf_counter() - clock)
-    _append_run(spark, cfg, _run_row(run_id, mode, dates, started, "succeeded", summary=summary))
+    runs.append_run(spark, cfg, _run_row(run_id, mode, dates, started, "succeeded", summary=summary))
     for name in ("samples", "quarantine", "runs"):
         delta.register_table(spark, cfg.storage.database, name, cfg.table_path(name))
     return summary
@@ -154,17 +152,3 @@ def _run_row(run_id: str, mode: str, dates: L.RunDates, started: dt.datetime, st
                    final_partitions=summary.final_partitions, samples_version=summary.samples_version,
                    quarantine_version=summary.quarantine_version)
     return row
-
-
-def _append_run(spark: SparkSession, cfg: Config, row: dict) -> None:
-    full = {f.name: row.get(f.name) for f in RUNS_SCHEMA.fields}
-    delta.append(spark.createDataFrame([full], RUNS_SCHEMA), cfg.table_path("runs"))
-
-
-def _record_failure(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_id: str,
-                    started: dt.datetime, err: Exception) -> None:
-    message = str(err).strip().splitlines()[0][:1000] if str(err).strip() else type(err).__name__
-    try:
-        _append_run(spark, cfg, _run_row(run_id, mode, dates, started, "failed", error=message))
-    except Exception:  # noqa: BLE001 (the run's own error matters more than its log row)
-        pass

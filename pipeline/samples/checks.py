@@ -23,9 +23,11 @@ from typing import Mapping, Optional, Sequence
 
 from pyspark.sql import SparkSession
 
-from pipeline.config import SOURCES, Config
+from pipeline.config import Config
 from pipeline.errors import PipelineError
-from pipeline.logs.read import hadoop_file_system, partition_path, present_dates
+from pipeline.io.hadoop import hadoop_file_system
+from pipeline.logs.read import partition_path, present_dates
+from pipeline.logs.schema import SOURCES
 
 DateCounts = Mapping[dt.date, Mapping[str, int]]
 

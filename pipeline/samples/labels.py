@@ -23,9 +23,10 @@ from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from pipeline.config import FeaturesConf, LabelsConf
+from pipeline.errors import PipelineError
 from pipeline.logs import schema
 from pipeline.logs.validate import EVENT_TS, IS_DUPLICATE, REASON
-from pipeline.samples.tables import COUNTS, SAMPLE_KEYS, feature_columns
+from pipeline.tables import COUNTS, SAMPLE_KEYS, feature_columns
 
 STATUS = "status"
 QUARANTINE_REASON = "quarantine_reason"
@@ -74,6 +75,30 @@ def backfill_dates(start: dt.date, end: dt.date, labels: LabelsConf) -> RunDates
 def is_final(day: dt.date, run: RunDates, labels: LabelsConf) -> bool:
     """A partition's labels are final once every window of its exposures closed by the run's end."""
     return day + dt.timedelta(days=labels.lookback_days) <= run.end
+
+
+def partition_finality(samples: DataFrame) -> dict[dt.date, tuple[int, bool]]:
+    """Per ``dt`` of written ``samples``: its rows and whether all their labels are final (one
+    aggregate)."""
+    rows = samples.groupBy("dt").agg(F.count(F.lit(1)).alias("rows"),
+                                     F.min(F.col("labels_final").cast("int")).alias("final")).collect()
+    return {row["dt"]: (int(row["rows"]), bool(row["final"])) for row in rows}
+
+
+def require_final(finality: Mapping[dt.date, tuple[int, bool]], day: dt.date, *, missing: str,
+                  not_final: str) -> int:
+    """The rows of ``day`` in ``finality`` (``partition_finality``).
+
+    Raises:
+        PipelineError: ``day`` has no samples, or labels that are not final yet; the message ends
+            with ``missing`` or ``not_final``, what to do about it.
+    """
+    rows, final = finality.get(day, (0, False))
+    if not rows:
+        raise PipelineError(f"no samples for {day}{missing}")
+    if not final:
+        raise PipelineError(f"samples for {day} are not final yet (labels_final = false); {not_final}")
+    return rows
 
 
 def classify_exposures(exposures: DataFrame, run: RunDates) -> DataFrame:

@@ -24,40 +24,32 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
 from pipeline.config import STRATEGIES, TERMS, FusionConf, GainConf
 from pipeline.errors import PipelineError
-from pipeline.scoring import business
 from pipeline.scoring.business import Values
+from pipeline.tables import WEIGHT_COLUMNS, weight_column
 
-if TYPE_CHECKING:  # the gate needs torch; the column strategies do not
-    from pipeline.scoring.learned import LearnedFusion
 
-LABELS = ("click", "conversion", "conversion_value")
+class Gate(Protocol):
+    """What fusion needs of a trained gate (``pipeline.scoring.learned.LearnedFusion``, which
+    needs torch; the column strategies do not)."""
+
+    spec: Any  # its ``terms``: the terms it mixes
+
+    def scores(self, frame: pd.DataFrame, terms: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
+
 # What each dynamic term predicts: the label it estimates per exposure and the gain coefficient
 # that prices that label. p_cvr is left out: it is a rate among clicks, not per exposure.
 OUTCOMES = {"p_ctr": ("click", "click"), "p_ctcvr": ("conversion", "conversion"),
             "expected_value": ("conversion_value", "value")}
-
-
-def weight_column(term: str) -> str:
-    """Name of the per-row weight column of ``term`` (dynamic strategy)."""
-    return f"w_{term}"
-
-
-WEIGHT_COLUMNS = tuple(weight_column(t) for t in TERMS)
-SEGMENT_WEIGHTS_SCHEMA = StructType([
-    StructField("segment_column", StringType()), StructField("segment", StringType()),
-    StructField("exposures", LongType()),
-    *[StructField(name, DoubleType()) for name in WEIGHT_COLUMNS],
-])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +220,7 @@ def fused_score_column(conf: FusionConf, columns: Sequence[str], strategy: Optio
 
 def fused_scores(conf: FusionConf, frame: pd.DataFrame, *, strategy: Optional[str] = None,
                  weights_table: Optional[pd.DataFrame] = None,
-                 learned: Optional["LearnedFusion"] = None) -> np.ndarray:
+                 learned: Optional[Gate] = None) -> np.ndarray:
     """NumPy twin of ``fused_score_column``, for every strategy.
 
     Args:
@@ -402,48 +394,3 @@ def as_text(values: pd.Series) -> pd.Series:
 
 # ---------------------------------------------------------------------------------------------
 # Offline comparison
-
-
-def offline_comparison(conf: FusionConf, frame: pd.DataFrame, *, weights_table: Optional[pd.DataFrame] = None,
-                       learned: Optional[LearnedFusion] = None) -> pd.DataFrame:
-    """Per strategy, value-weighted NDCG@K and revenue@K per request on a labelled day.
-
-    Compares linear and power (as configured), dynamic and learned (when given), and
-    ``linear_grid_best``: the linear weights over ``fusion.terms`` that rank this very day best,
-    an upper bound for any fixed linear fusion.
-
-    Args:
-        conf: the fusion section (gain, k, grid steps, strategies' settings).
-        frame: the day's exposures: ``request_id``, labels, predictions, segment and context columns.
-        weights_table: ``segment_weights`` for dynamic, computed from days before this one.
-        learned: a gate trained on a day before this one.
-
-    Returns:
-        Columns ``strategy``, ``k``, ``ndcg_at_k`` (value-weighted, see ``business.ndcg_at_k``),
-        ``mean_ndcg_at_k`` (the plain mean over requests), ``revenue_at_k`` (per request),
-        ``weights`` (the linear weights or power exponents; None for dynamic and learned).
-    """
-    check_columns({"request_id": "offline_comparison", **{name: "offline_comparison" for name in LABELS}},
-                  frame.columns)
-    k = conf.evaluation.k
-    request_ids = frame["request_id"].to_numpy()
-    values = pd.to_numeric(frame["conversion_value"]).to_numpy(np.float64)
-    gains = business.gain(*(pd.to_numeric(frame[name]).to_numpy(np.float64) for name in LABELS), conf.gain)
-    strategies = {"linear": dict(conf.linear), "power": dict(conf.power)}
-    if weights_table is not None:
-        strategies["dynamic"] = None
-    if learned is not None:
-        strategies["learned"] = None
-    rows = []
-    for strategy, numbers in strategies.items():
-        scores = fused_scores(conf, frame, strategy=strategy, weights_table=weights_table, learned=learned)
-        rows.append({"strategy": strategy, "k": k, "ndcg_at_k": business.ndcg_at_k(request_ids, scores, gains, k),
-                     "mean_ndcg_at_k": business.ndcg_at_k(request_ids, scores, gains, k, per_request=True),
-                     "revenue_at_k": business.revenue_at_k(request_ids, scores, values, k), "weights": numbers})
-    grid_terms = term_arrays(conf, frame, listed_terms(conf))
-    best = business.grid_search_linear(grid_terms, request_ids, gains, values, k=k, steps=conf.evaluation.grid_steps)
-    best_scores = linear_fusion(grid_terms, best.weights)
-    rows.append({"strategy": "linear_grid_best", "k": k, "ndcg_at_k": best.ndcg,
-                 "mean_ndcg_at_k": business.ndcg_at_k(request_ids, best_scores, gains, k, per_request=True),
-                 "revenue_at_k": best.revenue, "weights": best.weights})
-    return pd.DataFrame(rows, columns=["strategy", "k", "ndcg_at_k", "mean_ndcg_at_k", "revenue_at_k", "weights"])

@@ -27,7 +27,8 @@ from pipeline.config import FusionConf, LearnedConf
 from pipeline.errors import PipelineError
 from pipeline.models.modules import MLP, FusedEmbedding
 from pipeline.scoring import business
-from pipeline.scoring.fusion import LABELS, as_text, check_columns, listed_terms, term_arrays
+from pipeline.scoring.fusion import as_text, check_columns, listed_terms, term_arrays
+from pipeline.tables import LABELS
 
 
 class FusionGate(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from pipeline.synth.generate import read_manifest
-from pipeline.training.metrics import auc
+from pipeline.metrics import auc
 
 
 def truth_summary(truth_path: str) -> str:

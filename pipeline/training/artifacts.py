@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import yaml
 
@@ -68,3 +69,29 @@ def load_artifact(directory: str) -> LoadedModel:
 def _write(directory: str, name: str, text: str) -> None:
     with open(os.path.join(directory, name), "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+@torch.no_grad()
+def predict_arrays(model: LoadedModel, cat: np.ndarray, num: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """The model's estimates for encoded rows, in batches.
+
+    Args:
+        model: a loaded artifact (in eval mode).
+        cat: [N, F] int64 ids.
+        num: [N, N_num] float32 standardized values.
+        batch_size: rows per forward pass.
+
+    Returns:
+        ``p_*`` -> [N] float64; ``p_ctcvr`` is recomputed as ``p_ctr * p_cvr`` in double, so
+        the written table holds the contract's product exactly.
+    """
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(cat), batch_size):
+        logits = model.network(torch.from_numpy(cat[start:start + batch_size]),
+                               torch.from_numpy(num[start:start + batch_size]))
+        for name, value in model.network.probabilities(logits).items():  # [B] each
+            parts.setdefault(name, []).append(value.double().numpy())
+    out = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+    if "p_ctr" in out and "p_cvr" in out:
+        out["p_ctcvr"] = out["p_ctr"] * out["p_cvr"]
+    return out

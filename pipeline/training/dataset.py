@@ -19,9 +19,10 @@ from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders, encode, fit_encoders
 from pipeline.io import delta
 from pipeline.models import output_priors
+from pipeline.samples.labels import partition_finality, require_final
+from pipeline.tables import LABELS
 
 KEYS = ("impression_id", "user_id")
-LABELS = ("click", "conversion", "conversion_value")
 READ_BATCH_ROWS = 65_536
 
 
@@ -93,16 +94,13 @@ def check_days(samples: DataFrame, split: Split, final_only: bool) -> dict[dt.da
     Raises:
         PipelineError: a day has no samples, or (``final_only``) labels that are not final yet.
     """
-    rows = {r["dt"]: (r["rows"], r["final"]) for r in samples.groupBy("dt").agg(
-        F.count(F.lit(1)).alias("rows"), F.min(F.col("labels_final").cast("int")).alias("final")).collect()}
-    for day in split.all:
-        if day not in rows:
-            raise PipelineError(f"no samples for {day} (needed for training, validation or test); "
-                                f"run build-samples for it first")
-        if final_only and not rows[day][1]:
-            raise PipelineError(f"samples for {day} are not final yet (labels_final = false); "
-                                f"wait for later nights or --set training.final_only=false")
-    return {day: int(rows[day][0]) for day in split.all}
+    finality = partition_finality(samples)
+    if not final_only:  # any labels will do
+        finality = {day: (rows, True) for day, (rows, _) in finality.items()}
+    return {day: require_final(finality, day, missing=" (needed for training, validation or test); "
+                                                       "run build-samples for it first",
+                               not_final="wait for later nights or --set training.final_only=false")
+            for day in split.all}
 
 
 def load_arrays(spark: SparkSession, training_set: TrainingSet, days: tuple[dt.date, ...]) -> dict[str, np.ndarray]:

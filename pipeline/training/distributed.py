@@ -26,7 +26,6 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from pipeline.errors import RunFailure
 from pipeline.training.ranks import SingleProcess, Watchdog, errors_recorded, job_failure
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 from pipeline.models import RankingModel
-from pipeline.training import metrics as m
+from pipeline import metrics as m
 
 Batch = dict[str, torch.Tensor]
 

@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Optional
 
@@ -39,15 +38,15 @@ from pyspark.sql import functions as F
 
 from pipeline.config import Config, TrainingConf, to_dict
 from pipeline.errors import PipelineError
-from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders, encode
+from pipeline.features.encoders import Encoders, encode, encoded_arrays
 from pipeline.io import delta
 from pipeline.models import Inputs, ModelSpec, RankingModel, build_model, make_weighting
 from pipeline.data import Columns, DataFile, read_batches, shard_batches, snapshot_files
-from pipeline import console, tracking
+from pipeline import console, runs, tracking
 from pipeline.registry import NOT_GATED, gate, register_model
-from pipeline.scoring.score import encoded_arrays
 from pipeline.training.artifacts import load_artifact, save_artifact, write_metrics
-from pipeline.training.dataset import KEYS, LABELS, batches, build_training_set, load_arrays, split_dates, to_tensors
+from pipeline.tables import LABELS
+from pipeline.training.dataset import KEYS, batches, build_training_set, load_arrays, split_dates, to_tensors
 from pipeline.training.backends import BACKENDS
 from pipeline.training.ranks import SingleProcess
 from pipeline.training.evaluate import evaluate, predict
@@ -154,7 +153,7 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
     files = {part: tuple(snapshot_files(spark, training_set.path, training_set.version, days))
              for part, days in (("train", split.train), ("validation", split.validation))}
 
-    model_id = f"{name}-{end:%Y%m%d}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    model_id = runs.new_id(name, end)
     checkpoints = os.path.join(cfg.artifacts_path, "_checkpoints", f"{name}-{start:%Y%m%d}-{end:%Y%m%d}")
     job = RankJob(spec=spec, inputs=model_inputs(training_set.encoders), priors=training_set.priors, cfg=cfg,
                   encoders=training_set.encoders,
@@ -290,8 +289,7 @@ def evaluate_artifact(spark: SparkSession, cfg: Config, artifact_uri: str, days:
     if frame.empty:
         raise PipelineError(f"no samples for {', '.join(map(str, days))}")
     frame = frame.sort_values("impression_id", kind="stable", ignore_index=True)  # as load_arrays orders them
-    cat, num = encoded_arrays(frame, [f"{CAT_PREFIX}{n}" for n in model.encoders.categorical],
-                              [f"{NUM_PREFIX}{n}" for n in model.encoders.numeric])
+    cat, num = encoded_arrays(frame, model.encoders)
     arrays = {"cat": cat, "num": num, **{name: frame[name].to_numpy() for name in (*KEYS, *LABELS)}}
     predictions = predict(model.network, batches(to_tensors(arrays), 4 * cfg.training.batch_size, shuffle=False))
     return evaluate(predictions, arrays, _truth(cfg, days))

@@ -20,7 +20,7 @@ from pipeline.aliccp.importer import import_aliccp
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.io import delta
-from pipeline.samples.tables import QUARANTINE_SCHEMA, samples_schema
+from pipeline.tables import QUARANTINE_SCHEMA, samples_schema
 
 from tests.conftest import TEST_SPARK_SETTINGS
 

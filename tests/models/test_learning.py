@@ -2,7 +2,7 @@
 import pytest
 
 from pipeline.models import MODELS
-from pipeline.training.metrics import auc
+from pipeline.metrics import auc
 from tests.models.conftest import build, evaluate, small_spec, train
 
 

@@ -3,12 +3,13 @@
 Windows: click 24 h, attribution 3 days; the run rebuilds 2026-10-01..2026-10-06 as of 10-06,
 so 10-01 and 10-02 are final.
 """
+import datetime as dt
 import json
 
 import pytest
 from pyspark.sql import functions as F
 
-from pipeline.samples.tables import samples_schema
+from pipeline.tables import samples_schema
 
 from tests.samples.conftest import backfill, make_cfg, table, write_raw
 
@@ -162,3 +163,16 @@ def test_runs_row(built, spark):
     assert row["quarantined_by_reason"]["malformed"] == 1
     assert row["samples_rows"] == 15 and row["final_partitions"] == 2
     assert row["samples_version"] == 0 and row["started_at"] <= row["finished_at"]
+
+
+def test_a_day_is_usable_only_with_samples_whose_labels_are_final():
+    from pipeline.errors import PipelineError
+    from pipeline.samples.labels import require_final
+
+    d1, d2, d3 = dt.date(2026, 10, 1), dt.date(2026, 10, 2), dt.date(2026, 10, 3)
+    finality = {d1: (120, True), d2: (80, False)}
+    assert require_final(finality, d1, missing="", not_final="") == 120
+    with pytest.raises(PipelineError, match=r"^samples for 2026-10-02 are not final yet \(labels_final = false\); wait$"):
+        require_final(finality, d2, missing="", not_final="wait")
+    with pytest.raises(PipelineError, match=r"^no samples for 2026-10-03; build them$"):
+        require_final(finality, d3, missing="; build them", not_final="")

@@ -9,7 +9,8 @@ from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 from pipeline.config import FusionConf, GainConf, to_dict
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.scoring import fusion, learned as learned_fusion
-from pipeline.scoring.fusion import SEGMENT_WEIGHTS_SCHEMA
+from pipeline.scoring.evaluate import offline_comparison
+from pipeline.tables import SEGMENT_WEIGHTS_SCHEMA, WEIGHT_COLUMNS
 
 # Hand-made scored rows: two known segments, one unseen (toys) and one missing; one price missing.
 ROWS = pd.DataFrame({
@@ -158,7 +159,7 @@ def test_segments_without_weights_fall_back_to_the_global_row_then_to_the_defaul
                              "i4": (7.0, 0.0, 9.0)}
     assert [tuple(arrays[t][i] for t in ("p_ctr", "p_ctcvr", "expected_value")) for i in range(4)] == \
         [by_impression[i] for i in ROWS.impression_id]
-    assert joined.columns == [*ROWS.columns, *fusion.WEIGHT_COLUMNS]
+    assert joined.columns == [*ROWS.columns, *WEIGHT_COLUMNS]
     assert len(collected) == len(ROWS)
 
 
@@ -271,7 +272,7 @@ def test_segment_aware_strategies_beat_the_best_linear_fusion(spark, tmp_path):
                                      smoothing=WORLD_CONF.dynamic.smoothing).toPandas()
     learned, _ = learned_fusion.train_learned(segment_world(seed=2, requests=4000), WORLD_CONF)
 
-    report = fusion.offline_comparison(WORLD_CONF, segment_world(seed=3, requests=8000), weights_table=weights,
+    report = offline_comparison(WORLD_CONF, segment_world(seed=3, requests=8000), weights_table=weights,
                                        learned=learned).set_index("strategy")
 
     luxury = weights.set_index("segment").loc["luxury"]

@@ -172,7 +172,7 @@ def test_popularity_and_activity_spread_are_settings():
 
 
 def test_affinity_scale_sets_how_personal_preferences_are():
-    from pipeline.training.metrics import auc
+    from pipeline.metrics import auc
 
     def oracle(scale):
         samples = simulated("synth.days=1", f"synth.affinity_scale={scale}")

@@ -1,7 +1,7 @@
 """Metrics on NumPy arrays: the ROC points stored with each model."""
 import numpy as np
 
-from pipeline.training.metrics import auc, gauc, roc_points
+from pipeline.metrics import auc, gauc, roc_points
 
 
 def area(points):

@@ -87,7 +87,7 @@ def test_artifact_and_registry(spark, world, esmm):
                                split=split, encoders=loaded.encoders)
     arrays = load_arrays(spark, training_set, split.test)
     probs = predict(loaded.network, batches(to_tensors(arrays), 4096, shuffle=False))
-    from pipeline.training.metrics import auc
+    from pipeline.metrics import auc
 
     assert auc(arrays["click"], probs["p_ctr"]) == pytest.approx(esmm.metrics["ctr"]["auc"], abs=1e-9)
     np.testing.assert_allclose(probs["p_ctcvr"], probs["p_ctr"] * probs["p_cvr"], rtol=1e-6)
