@@ -92,7 +92,7 @@ class FeaturesConf:
     )
     numeric: tuple[str, ...] = ("price", "user_activity")
     min_count: int = 2                    # rarer categorical values share index 0 with unknowns
-    hash_buckets: Mapping[str, str] = field(default_factory=_frozen_dict)  # feature -> buckets, instead of a vocabulary
+    hash_buckets: Mapping[str, int] = field(default_factory=_frozen_dict)  # feature -> buckets, instead of a vocabulary
 
     def __post_init__(self) -> None:
         both = set(self.categorical) & set(self.numeric)
@@ -101,8 +101,7 @@ class FeaturesConf:
         _require(self.min_count >= 1, "features.min_count must be >= 1")
         for name, buckets in self.hash_buckets.items():
             _require(name in self.categorical, f"features.hash_buckets.{name}: not a categorical feature")
-            _require(buckets.isdigit() and int(buckets) >= 1,
-                     f"features.hash_buckets.{name}: expected a positive integer, got {buckets!r}")
+            _require(buckets >= 1, f"features.hash_buckets.{name}: expected a positive integer, got {buckets!r}")
 
 
 @dataclass(frozen=True)
@@ -233,7 +232,7 @@ class TrainingConf:
     patience: int = 1                     # validations without improvement before stopping
     seed: int = 7
     loss_weighting: Literal["fixed", "uncertainty", "gradnorm"] = "fixed"
-    loss_weights: Mapping[str, str] = field(default_factory=_frozen_dict)  # fixed weights per loss key
+    loss_weights: Mapping[str, float] = field(default_factory=_frozen_dict)  # fixed weights per loss key
     validation_days: int = 1              # days after --end used for early stopping
     test_days: int = 1                    # days after those, for the reported metrics (0: report validation)
     final_only: bool = True               # train only on partitions whose labels are final
@@ -381,9 +380,8 @@ class FusionConf:
         for i, term in enumerate(self.terms):
             _require(term in TERMS, f"fusion.terms[{i}]: unknown term {term!r} (one of {', '.join(TERMS)})")
         _require(len(set(self.terms)) == len(self.terms), f"fusion.terms: listed twice in {list(self.terms)}")
-        # The loader passes mapping values as text; they are numbers from here on.
-        object.__setattr__(self, "linear", _term_numbers(self.linear, "fusion.linear"))
-        object.__setattr__(self, "power", _term_numbers(self.power, "fusion.power"))
+        _check_term_numbers(self.linear, "fusion.linear")
+        _check_term_numbers(self.power, "fusion.power")
         if self.strategy == "dynamic":
             _require(bool(self.dynamic.segment), "fusion.dynamic.segment: required when fusion.strategy is dynamic")
         if self.strategy == "learned":
@@ -403,25 +401,12 @@ class FusionConf:
         return _build(cls, dict(data), "fusion.")
 
 
-def _term_numbers(values: Mapping[str, Any], key: str) -> Mapping[str, float]:
-    """Weights or exponents per term, checked and in ``TERMS`` order."""
-    parsed = {}
-    for term, value in values.items():
+def _check_term_numbers(values: Mapping[str, float], key: str) -> None:
+    """Weights or exponents per term: known terms, finite, >= 0, one of them > 0."""
+    for term, number in values.items():
         _require(term in TERMS, f"{key}.{term}: unknown term (one of {', '.join(TERMS)})")
-        number = _number(value, f"{key}.{term}")
-        _require(number >= 0, f"{key}.{term} must be >= 0, got {number}")
-        parsed[term] = number
-    _require(any(number > 0 for number in parsed.values()), f"{key}: needs a term with a value > 0")
-    return types.MappingProxyType({term: parsed[term] for term in TERMS if term in parsed})
-
-
-def _number(value: Any, key: str) -> float:
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
-    _require(math.isfinite(number), f"{key}: expected a number, got {value!r}")
-    return number
+        _require(math.isfinite(number) and number >= 0, f"{key}.{term} must be >= 0, got {number}")
+    _require(any(number > 0 for number in values.values()), f"{key}: needs a term with a value > 0")
 
 
 @dataclass(frozen=True)
@@ -667,7 +652,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if _is_mapping(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return types.MappingProxyType({str(k): _scalar_text(v, f"{key}.{k}") for k, v in value.items()})
+        kind = args[1]  # Spark-style settings (str) keep their text; numbers stay numbers
+        return types.MappingProxyType({str(k): _scalar_text(v, f"{key}.{k}") if kind is str
+                                       else _coerce(kind, v, f"{key}.{k}") for k, v in value.items()})
     if tp is dt.date:
         try:
             return parse_date(value, key)
@@ -723,7 +710,7 @@ def _apply_override(raw: dict, item: str) -> None:
         elif _is_mapping(tp) and not last:
             # One entry of a mapping: added to the mapping of the file, or of the defaults.
             mapping = node.setdefault(part, dict(getattr(cls(), part)))
-            mapping[".".join(parts[i + 1:])] = text
+            mapping[".".join(parts[i + 1:])] = _parse_override_value(typing.get_args(tp)[1], text)
             return
         elif last:
             node[part] = _parse_override_value(tp, text)

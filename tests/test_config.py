@@ -57,6 +57,19 @@ def test_overrides_convert_to_the_key_type():
     assert cfg.spark.conf["spark.ui.showConsoleProgress"] == "false"  # other entries kept
 
 
+def test_numbers_in_mappings_stay_numbers():
+    cfg = load_config(None, ["training.loss_weights.ctcvr=2", "features.hash_buckets.item_id=64",
+                             "fusion.linear.p_ctr=0.5"])
+    assert dict(cfg.training.loss_weights) == {"ctcvr": 2.0} and type(cfg.training.loss_weights["ctcvr"]) is float
+    assert dict(cfg.features.hash_buckets) == {"item_id": 64}
+    assert cfg.fusion.linear["p_ctr"] == 0.5 and cfg.fusion.linear["expected_value"] == 1.0  # default kept
+    for item, message in [("training.loss_weights.ctcvr=high", "training.loss_weights.ctcvr: expected a number, got 'high'"),
+                          ("features.hash_buckets.item_id=many", "features.hash_buckets.item_id: expected an integer"),
+                          ("features.hash_buckets.item_id=0", "features.hash_buckets.item_id: expected a positive integer")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, [item])
+
+
 def test_config_is_frozen():
     cfg = Config()
     with pytest.raises(Exception):

@@ -73,7 +73,7 @@ def signed_log1p(column: Column) -> Column:
 
 def fit_encoders(samples: DataFrame, features: FeaturesConf) -> Encoders:
     """Fits vocabularies and numeric statistics on ``samples`` (the training range only)."""
-    hashed = {name: int(buckets) for name, buckets in features.hash_buckets.items()}
+    hashed = dict(features.hash_buckets)
     vocabularies = {}
     for name in features.categorical:
         if name in hashed:

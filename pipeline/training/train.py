@@ -104,7 +104,7 @@ def make_model(spec: ModelSpec, inputs: Inputs, priors: dict[str, float], seed: 
 def make_model_weighting(model: RankingModel, conf: TrainingConf):
     """The loss weighting of ``training.loss_weighting``; fixed weights are the model's defaults
     overridden by ``training.loss_weights``."""
-    fixed = ({**model.loss_weights, **{k: float(v) for k, v in conf.loss_weights.items()}}
+    fixed = ({**model.loss_weights, **conf.loss_weights}
              if conf.loss_weighting == "fixed" else None)
     return make_weighting(conf.loss_weighting, list(model.loss_names), fixed=fixed)
 

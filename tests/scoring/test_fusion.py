@@ -76,9 +76,12 @@ def test_default_section_is_valid_and_overridable():
     assert dict(CONF.linear) == {"p_ctr": 0.5, "p_ctcvr": 2.0, "expected_value": 0.1}
 
 
-def test_weights_given_as_text_become_numbers_in_term_order():
-    conf = FusionConf.from_dict({"linear": {"expected_value": "2", "p_ctr": 1}})
-    assert list(conf.linear.items()) == [("p_ctr", 1.0), ("expected_value", 2.0)]
+def test_weights_are_numbers_and_text_is_refused():
+    conf = FusionConf.from_dict({"linear": {"expected_value": 2, "p_ctr": 1}})
+    assert dict(conf.linear) == {"p_ctr": 1.0, "expected_value": 2.0}
+    assert all(type(value) is float for value in conf.linear.values())
+    with pytest.raises(ConfigError, match=r"fusion\.linear\.p_ctr: expected a number, got '1'"):
+        FusionConf.from_dict({"linear": {"p_ctr": "1"}})
 
 
 @pytest.mark.parametrize("data, message", [
