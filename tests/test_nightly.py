@@ -14,13 +14,10 @@ from pipeline.synth.generate import generate
 
 from tests.conftest import TEST_SPARK_SETTINGS
 from tests.samples.conftest import backfill, make_cfg
+from tests.worlds import tiny_world
 
 # Six days of 2,000 exposures; a one-day attribution window makes a day final two days later.
-WORLD = ["synth.days=6", "synth.exposures_per_day=2000", "synth.num_users=100", "synth.num_items=60",
-         "synth.num_brands=40", "synth.ctr=0.2", "synth.cvr=0.1", "labels.attribution_window_days=1",
-         "labels.max_delay_days=2", "model.bottom_hidden=[32]", "model.tower_hidden=[16]",
-         "model.embedding_dim=8", "training.epochs=1", "training.test_days=0", "training.batch_size=512",
-         "training.num_proc=1", "nightly.train_days=2"]
+WORLD = tiny_world(6, "nightly.train_days=2")
 NIGHT = dt.date(2026, 10, 6)  # a Tuesday
 
 

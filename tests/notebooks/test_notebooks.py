@@ -25,6 +25,7 @@ from pipeline.synth.generate import generate
 
 from tests.conftest import TEST_SPARK_SETTINGS
 from tests.samples.conftest import backfill, make_cfg
+from tests.worlds import TINY_MODEL, TINY_WORLD
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAMES = ("01_samples_and_quality", "02_train_and_compare", "03_query_scores")
@@ -34,11 +35,8 @@ CELL_TIMEOUT_S = 300
 # sooner on two cores (about 10 s less per notebook); results do not depend on either.
 FAST_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
-WORLD = ["synth.days=5", "synth.exposures_per_day=2000", "synth.num_users=100", "synth.num_items=60",
-         "synth.num_brands=40", "synth.ctr=0.2", "synth.cvr=0.1", "labels.attribution_window_days=1",
-         "labels.max_delay_days=2", "features.categorical=[user_id,item_id,category,device]",
-         "features.numeric=[price]", "model.bottom_hidden=[32]", "model.tower_hidden=[16]",
-         "model.embedding_dim=8", "training.epochs=2", "training.batch_size=512", "training.num_proc=1"]
+WORLD = ["synth.days=5", *TINY_WORLD, "features.categorical=[user_id,item_id,category,device]",
+         "features.numeric=[price]", *TINY_MODEL, "training.epochs=2"]
 START, END, TRAIN_END, SCORE_DATE = "2026-10-01", "2026-10-05", "2026-10-01", "2026-10-05"
 MODELS = ["cvr_naive", "esmm"]  # cvr_naive cannot score: esmm becomes the champion that 03 uses
 K = 3

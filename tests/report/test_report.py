@@ -22,14 +22,11 @@ from pipeline.synth.generate import generate
 from pipeline.training.train import train_model
 
 from tests.samples.conftest import backfill, make_cfg
+from tests.worlds import tiny_world
 
 # Four days of 2,000 exposures; with a one-day attribution window the backfill to 10-04 leaves
 # 10-01..10-02 final. One epoch on 10-01 (validation and report day 10-02), then 10-02 scored.
-WORLD = ["synth.days=4", "synth.exposures_per_day=2000", "synth.num_users=100", "synth.num_items=60",
-         "synth.num_brands=40", "synth.ctr=0.2", "synth.cvr=0.1", "labels.attribution_window_days=1",
-         "labels.max_delay_days=2", "model.bottom_hidden=[32]", "model.tower_hidden=[16]",
-         "model.embedding_dim=8", "training.epochs=1", "training.test_days=0", "training.batch_size=512",
-         "training.num_proc=1"]
+WORLD = tiny_world(4)
 D1, D2 = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
 SECTIONS = ("Data quality per run", "Label rates by date", "Training", "ROC and calibration", "Model comparison",
             "Score distributions")

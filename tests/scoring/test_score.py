@@ -34,6 +34,7 @@ from pipeline.training.dataset import TrainingSet, batches, load_arrays, split_d
 from pipeline.training.evaluate import predict
 
 from tests.samples.conftest import make_cfg
+from tests.worlds import tiny_world
 
 # Five days of 2,000 exposures; an attribution window of one day makes a day final two days later,
 # so the backfill to 10-05 leaves 10-01..10-03 final. One epoch on 10-01 (validation 10-02, no
@@ -44,12 +45,7 @@ from tests.samples.conftest import make_cfg
 #   10-03  final; scored with dynamic weights; evaluated offline
 #   10-04  not final; scored with the learned gate
 #   10-06  no samples: candidates from a catalog view
-WORLD = ["synth.days=5", "synth.exposures_per_day=2000", "synth.num_users=100", "synth.num_items=60",
-         "synth.num_brands=40", "synth.ctr=0.2", "synth.cvr=0.1", "labels.attribution_window_days=1",
-         "labels.max_delay_days=2", "model.bottom_hidden=[32]", "model.tower_hidden=[16]",
-         "model.embedding_dim=8", "training.epochs=1", "training.test_days=0", "training.batch_size=512",
-         "training.num_proc=1", "fusion.dynamic.days=2", "fusion.dynamic.smoothing=100",
-         "fusion.learned.epochs=3"]
+WORLD = tiny_world(5, "fusion.dynamic.days=2", "fusion.dynamic.smoothing=100", "fusion.learned.epochs=3")
 D1, D2, D3, D4, D6 = (dt.date(2026, 10, day) for day in (1, 2, 3, 4, 6))
 
 
