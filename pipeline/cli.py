@@ -22,7 +22,8 @@ from typing import Callable, Optional, Sequence
 import yaml
 
 from pipeline import __version__
-from pipeline.config import Config, load_config, to_dict
+from pipeline.config import Config, load_config
+from pipeline.confload import to_dict
 from pipeline.console import FORMAT_ENV, FORMATS, configure_logging, report_error
 from pipeline.dates import date_range, parse_date
 from pipeline.errors import PipelineError, RunFailure
@@ -119,11 +120,12 @@ def _run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _plan(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.plan import has_model, plan_night
+    from pipeline.plan import plan_night
+    from pipeline.registry import has_champion
     from pipeline.spark import get_spark
 
     date = _one_date(args)
-    plan = plan_night(cfg, date, has_model(get_spark(cfg, app_name="mtrank-plan"), cfg))
+    plan = plan_night(cfg, date, has_champion(get_spark(cfg, app_name="mtrank-plan"), cfg))
     print(plan.line(), file=sys.stderr)  # for people; stdout is the JSON alone, for the DAG
     print(plan.to_json())
     return 0

@@ -1,33 +1,29 @@
-"""Typed, validated, frozen configuration.
+"""Typed, validated, frozen configuration: ``Config``, one dataclass per section of the conf file.
 
-The dataclass defaults below are the embedded default configuration; ``conf/local.yaml`` spells
-them out (a test keeps the two equal). A conf file for another environment lists only what
+The sections of a package live with it (``fusion`` and ``scoring`` in ``pipeline.scoring.conf``,
+``nightly`` in ``pipeline.plan``, ``model`` in ``pipeline.models.spec``); the loading machinery is
+``pipeline.confload``. The dataclass defaults are the embedded default configuration;
+``conf/local.yaml`` spells them out (a test keeps the two equal). A conf file for another environment lists only what
 differs; ``--set a.b=value`` overrides any key after the file is read. Unknown keys, wrong types,
 out-of-range values and missing files raise ``ConfigError`` naming the key or the file.
 """
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import datetime as dt
 import math
 import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional, Sequence
+from typing import Literal, Mapping, Optional, Sequence
 
-import yaml
-
-from pipeline.dates import parse_date
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.confload import apply_override, build, frozen_dict, read_yaml, require
+from pipeline.errors import ConfigError
 from pipeline.logs.schema import SOURCES
 from pipeline.models.spec import ModelSpec
+from pipeline.plan import NightlyConf
+from pipeline.scoring.conf import FusionConf, ScoringConf
 
 TABLE_NAMES = ("samples", "quarantine", "runs", "models", "scores", "training_set", "fusion_weights")
-
-
-def _frozen_dict() -> Mapping[str, str]:
-    return types.MappingProxyType({})
 
 
 def _local_spark_settings() -> Mapping[str, str]:
@@ -74,15 +70,15 @@ class RawConf:
     conversions: Optional[str] = None
     # Input checks of every rebuilt date, before anything is written (pipeline/samples/checks.py).
     may_be_empty: tuple[str, ...] = ()     # sources allowed to have no partition for a date
-    success_markers: Mapping[str, str] = field(default_factory=_frozen_dict)  # source -> file every partition must hold
+    success_markers: Mapping[str, str] = field(default_factory=frozen_dict)  # source -> file every partition must hold
     max_quarantined_share: float = 0.25    # of a source's records of one date
     min_field_presence: float = 0.5        # share of a date's valid exposures that carry each declared feature
 
     def __post_init__(self) -> None:
         for name in (*self.may_be_empty, *self.success_markers):
-            _require(name in SOURCES, f"raw: unknown source {name!r} (one of {', '.join(SOURCES)})")
-        _require(0.0 <= self.max_quarantined_share <= 1.0, "raw.max_quarantined_share must be in [0, 1]")
-        _require(0.0 <= self.min_field_presence <= 1.0, "raw.min_field_presence must be in [0, 1]")
+            require(name in SOURCES, f"raw: unknown source {name!r} (one of {', '.join(SOURCES)})")
+        require(0.0 <= self.max_quarantined_share <= 1.0, "raw.max_quarantined_share must be in [0, 1]")
+        require(0.0 <= self.min_field_presence <= 1.0, "raw.min_field_presence must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -92,16 +88,16 @@ class FeaturesConf:
     )
     numeric: tuple[str, ...] = ("price", "user_activity")
     min_count: int = 2                    # rarer categorical values share index 0 with unknowns
-    hash_buckets: Mapping[str, int] = field(default_factory=_frozen_dict)  # feature -> buckets, instead of a vocabulary
+    hash_buckets: Mapping[str, int] = field(default_factory=frozen_dict)  # feature -> buckets, instead of a vocabulary
 
     def __post_init__(self) -> None:
         both = set(self.categorical) & set(self.numeric)
         if both:
             raise ConfigError(f"features: {sorted(both)} listed as both categorical and numeric")
-        _require(self.min_count >= 1, "features.min_count must be >= 1")
+        require(self.min_count >= 1, "features.min_count must be >= 1")
         for name, buckets in self.hash_buckets.items():
-            _require(name in self.categorical, f"features.hash_buckets.{name}: not a categorical feature")
-            _require(buckets >= 1, f"features.hash_buckets.{name}: expected a positive integer, got {buckets!r}")
+            require(name in self.categorical, f"features.hash_buckets.{name}: not a categorical feature")
+            require(buckets >= 1, f"features.hash_buckets.{name}: expected a positive integer, got {buckets!r}")
 
 
 @dataclass(frozen=True)
@@ -116,11 +112,11 @@ class LabelsConf:
     max_rebuild_days: int = 30
 
     def __post_init__(self) -> None:
-        _require(self.click_window_hours > 0, "labels.click_window_hours must be > 0")
-        _require(self.max_rebuild_days >= self.lookback_days,
+        require(self.click_window_hours > 0, "labels.click_window_hours must be > 0")
+        require(self.max_rebuild_days >= self.lookback_days,
                  "labels.max_rebuild_days must be >= the lookback (click + attribution window days)")
-        _require(self.attribution_window_days >= 0, "labels.attribution_window_days must be >= 0")
-        _require(self.max_delay_days >= self.click_window_days + self.attribution_window_days,
+        require(self.attribution_window_days >= 0, "labels.attribution_window_days must be >= 0")
+        require(self.max_delay_days >= self.click_window_days + self.attribution_window_days,
                  "labels.max_delay_days must cover the click and attribution windows")
 
     @property
@@ -160,7 +156,7 @@ class DirtConf:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             rate = getattr(self, f.name)
-            _require(0.0 <= rate <= 0.5, f"synth.dirt.{f.name} must be in [0, 0.5], got {rate}")
+            require(0.0 <= rate <= 0.5, f"synth.dirt.{f.name} must be in [0, 0.5], got {rate}")
 
 
 @dataclass(frozen=True)
@@ -200,22 +196,22 @@ class SynthConf:
     def __post_init__(self) -> None:
         for name in ("days", "exposures_per_day", "slots_per_request", "num_users", "num_items",
                      "num_categories", "num_brands", "latent_dim", "rows_per_file"):
-            _require(getattr(self, name) >= 1, f"synth.{name} must be >= 1")
+            require(getattr(self, name) >= 1, f"synth.{name} must be >= 1")
         for name in ("ctr", "cvr"):
-            _require(0.0 < getattr(self, name) < 1.0, f"synth.{name} must be in (0, 1)")
+            require(0.0 < getattr(self, name) < 1.0, f"synth.{name} must be in (0, 1)")
         for name in ("late_click_rate", "late_conversion_rate", "repeat_conversion_rate",
                      "ts_epoch_ms_rate", "ts_offset_rate"):
-            _require(0.0 <= getattr(self, name) <= 1.0, f"synth.{name} must be in [0, 1]")
-        _require(-1.0 <= self.shared_interest <= 1.0, "synth.shared_interest must be in [-1, 1]")
-        _require(self.item_popularity_exponent >= 0, "synth.item_popularity_exponent must be >= 0")
-        _require(self.user_activity_sigma >= 0, "synth.user_activity_sigma must be >= 0")
-        _require(0.0 <= self.cold_share < 1.0, "synth.cold_share must be in [0, 1)")
-        _require(self.affinity_scale >= 0, "synth.affinity_scale must be >= 0")
-        _require(self.ts_epoch_ms_rate + self.ts_offset_rate <= 1.0,
+            require(0.0 <= getattr(self, name) <= 1.0, f"synth.{name} must be in [0, 1]")
+        require(-1.0 <= self.shared_interest <= 1.0, "synth.shared_interest must be in [-1, 1]")
+        require(self.item_popularity_exponent >= 0, "synth.item_popularity_exponent must be >= 0")
+        require(self.user_activity_sigma >= 0, "synth.user_activity_sigma must be >= 0")
+        require(0.0 <= self.cold_share < 1.0, "synth.cold_share must be in [0, 1)")
+        require(self.affinity_scale >= 0, "synth.affinity_scale must be >= 0")
+        require(self.ts_epoch_ms_rate + self.ts_offset_rate <= 1.0,
                  "synth.ts_epoch_ms_rate + synth.ts_offset_rate must be <= 1")
-        _require(self.click_delay_minutes > 0, "synth.click_delay_minutes must be > 0")
-        _require(self.conversion_delay_hours > 0, "synth.conversion_delay_hours must be > 0")
-        _require(self.selection_bias >= 0, "synth.selection_bias must be >= 0")
+        require(self.click_delay_minutes > 0, "synth.click_delay_minutes must be > 0")
+        require(self.conversion_delay_hours > 0, "synth.conversion_delay_hours must be > 0")
+        require(self.selection_bias >= 0, "synth.selection_bias must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -232,7 +228,7 @@ class TrainingConf:
     patience: int = 1                     # validations without improvement before stopping
     seed: int = 7
     loss_weighting: Literal["fixed", "uncertainty", "gradnorm"] = "fixed"
-    loss_weights: Mapping[str, float] = field(default_factory=_frozen_dict)  # fixed weights per loss key
+    loss_weights: Mapping[str, float] = field(default_factory=frozen_dict)  # fixed weights per loss key
     validation_days: int = 1              # days after --end used for early stopping
     test_days: int = 1                    # days after those, for the reported metrics (0: report validation)
     final_only: bool = True               # train only on partitions whose labels are final
@@ -243,184 +239,15 @@ class TrainingConf:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "validation_days", "validations_per_epoch"):
-            _require(getattr(self, name) >= 1, f"training.{name} must be >= 1")
-        _require(self.learning_rate > 0 and self.embedding_learning_rate > 0,
+            require(getattr(self, name) >= 1, f"training.{name} must be >= 1")
+        require(self.learning_rate > 0 and self.embedding_learning_rate > 0,
                  "training.learning_rate and training.embedding_learning_rate must be > 0")
-        _require(self.test_days >= 0 and self.patience >= 0, "training.test_days and training.patience must be >= 0")
-        _require(0.0 <= self.warmup_fraction < 1.0, "training.warmup_fraction must be in [0, 1)")
-        _require(self.num_proc >= 1, "training.num_proc must be >= 1")
-        _require(self.deep_epochs is None or self.deep_epochs >= 1, "training.deep_epochs must be >= 1 or null")
-        _require(self.time_limit_minutes >= 1 and self.stall_seconds >= 1,
+        require(self.test_days >= 0 and self.patience >= 0, "training.test_days and training.patience must be >= 0")
+        require(0.0 <= self.warmup_fraction < 1.0, "training.warmup_fraction must be in [0, 1)")
+        require(self.num_proc >= 1, "training.num_proc must be >= 1")
+        require(self.deep_epochs is None or self.deep_epochs >= 1, "training.deep_epochs must be >= 1 or null")
+        require(self.time_limit_minutes >= 1 and self.stall_seconds >= 1,
                  "training.time_limit_minutes and training.stall_seconds must be >= 1")
-
-
-# ---------------------------------------------------------------------------------------------
-# Score fusion (the ``fusion:`` section; the strategies live in pipeline/scoring/fusion.py)
-
-TERMS = ("p_ctr", "p_cvr", "p_ctcvr", "expected_value")
-STRATEGIES = ("linear", "power", "dynamic", "learned")
-VALUE_SOURCES = ("constant", "column", "p_value")
-
-
-def _default_linear() -> Mapping[str, float]:
-    return types.MappingProxyType({"p_ctr": 0.1, "expected_value": 1.0})
-
-
-def _default_power() -> Mapping[str, float]:
-    return types.MappingProxyType({"p_ctr": 1.0, "p_cvr": 0.5})
-
-
-@dataclass(frozen=True)
-class GainConf:
-    """What an exposure earned: ``click * clicked + conversion * converted + value * conversion_value``.
-
-    Args:
-        click: gain per click.
-        conversion: gain per conversion (on top of its value).
-        value: gain per unit of ``conversion_value`` (the order amount).
-
-    Raises:
-        ConfigError: a coefficient is negative or not finite, or all are 0.
-    """
-
-    click: float = 0.1
-    conversion: float = 0.0
-    value: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("click", "conversion", "value"):
-            coefficient = getattr(self, name)
-            _require(math.isfinite(coefficient) and coefficient >= 0,
-                     f"fusion.gain.{name} must be a number >= 0, got {coefficient}")
-        _require(self.click > 0 or self.conversion > 0 or self.value > 0,
-                 "fusion.gain: at least one of click, conversion, value must be > 0")
-
-
-@dataclass(frozen=True)
-class DynamicConf:
-    """Per-segment linear weights, computed by ``segment_weights`` from realized outcomes."""
-
-    segment: Optional[str] = "category"  # a column of the scored rows
-    days: int = 14                       # labelled days the weights are computed from
-    smoothing: float = 1000.0            # pseudo-exposures at the global rates added to each segment
-
-    def __post_init__(self) -> None:
-        _require(self.days >= 1, "fusion.dynamic.days must be >= 1")
-        _require(math.isfinite(self.smoothing) and self.smoothing >= 0, "fusion.dynamic.smoothing must be >= 0")
-
-
-@dataclass(frozen=True)
-class LearnedConf:
-    """The gating network of the learned strategy and its training on a labelled day."""
-
-    categorical: tuple[str, ...] = ("category", "device")  # context columns, embedded
-    numeric: tuple[str, ...] = ()                          # context columns, standardized
-    embedding_dim: int = 4
-    hidden: tuple[int, ...] = (16,)
-    epochs: int = 10
-    batch_requests: int = 512
-    learning_rate: float = 0.01
-    seed: int = 7
-
-    def __post_init__(self) -> None:
-        both = set(self.categorical) & set(self.numeric)
-        _require(not both, f"fusion.learned: {sorted(both)} listed as both categorical and numeric")
-        for name in ("embedding_dim", "epochs", "batch_requests"):
-            _require(getattr(self, name) >= 1, f"fusion.learned.{name} must be >= 1")
-        _require(all(size >= 1 for size in self.hidden), "fusion.learned.hidden sizes must be >= 1")
-        _require(self.learning_rate > 0, "fusion.learned.learning_rate must be > 0")
-
-
-@dataclass(frozen=True)
-class EvaluationConf:
-    """The offline comparison of strategies on a labelled day."""
-
-    k: int = 3            # NDCG@K and revenue@K cut-off
-    grid_steps: int = 10  # linear grid search: weights in steps of 1/grid_steps
-
-    def __post_init__(self) -> None:
-        _require(self.k >= 1, "fusion.evaluation.k must be >= 1")
-        _require(self.grid_steps >= 1, "fusion.evaluation.grid_steps must be >= 1")
-
-
-@dataclass(frozen=True)
-class FusionConf:
-    """How the scoring job turns task predictions into one ranking score.
-
-    ``linear`` and ``power`` map terms to weights (exponents); a term left out has 0. Both are
-    checked whatever the strategy: ``linear`` is also the dynamic fallback and both are compared
-    offline. ``terms`` are what the learned gate and the linear grid search weigh.
-
-    Raises:
-        ConfigError: one line naming the first bad key.
-    """
-
-    strategy: Literal["linear", "power", "dynamic", "learned"] = "linear"
-    terms: tuple[str, ...] = ("p_ctr", "p_ctcvr", "expected_value")
-    value_source: Literal["constant", "column", "p_value"] = "constant"
-    value_per_conversion: float = 1.0
-    value_column: Optional[str] = None
-    linear: Mapping[str, float] = field(default_factory=_default_linear)
-    power: Mapping[str, float] = field(default_factory=_default_power)
-    gain: GainConf = field(default_factory=GainConf)
-    dynamic: DynamicConf = field(default_factory=DynamicConf)
-    learned: LearnedConf = field(default_factory=LearnedConf)
-    evaluation: EvaluationConf = field(default_factory=EvaluationConf)
-
-    def __post_init__(self) -> None:
-        _require(self.strategy in STRATEGIES,
-                 f"fusion.strategy: must be one of {list(STRATEGIES)}, got {self.strategy!r}")
-        _require(self.value_source in VALUE_SOURCES,
-                 f"fusion.value_source: must be one of {list(VALUE_SOURCES)}, got {self.value_source!r}")
-        _require(math.isfinite(self.value_per_conversion) and self.value_per_conversion >= 0,
-                 f"fusion.value_per_conversion must be >= 0, got {self.value_per_conversion}")
-        _require(self.value_source != "column" or bool(self.value_column),
-                 "fusion.value_column: required when fusion.value_source is column")
-        _require(bool(self.terms), "fusion.terms: needs at least one term")
-        for i, term in enumerate(self.terms):
-            _require(term in TERMS, f"fusion.terms[{i}]: unknown term {term!r} (one of {', '.join(TERMS)})")
-        _require(len(set(self.terms)) == len(self.terms), f"fusion.terms: listed twice in {list(self.terms)}")
-        _check_term_numbers(self.linear, "fusion.linear")
-        _check_term_numbers(self.power, "fusion.power")
-        if self.strategy == "dynamic":
-            _require(bool(self.dynamic.segment), "fusion.dynamic.segment: required when fusion.strategy is dynamic")
-        if self.strategy == "learned":
-            _require(bool(self.learned.categorical or self.learned.numeric),
-                     "fusion.learned: needs a categorical or numeric context column when fusion.strategy is learned")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FusionConf":
-        """Builds the section from parsed YAML with the conf loader's key and type checks.
-
-        Args:
-            data: the mapping under ``fusion:``.
-
-        Raises:
-            ConfigError: naming the key, e.g. ``unknown key 'fusion.lineer'``.
-        """
-        return _build(cls, dict(data), "fusion.")
-
-
-def _check_term_numbers(values: Mapping[str, float], key: str) -> None:
-    """Weights or exponents per term: known terms, finite, >= 0, one of them > 0."""
-    for term, number in values.items():
-        _require(term in TERMS, f"{key}.{term}: unknown term (one of {', '.join(TERMS)})")
-        _require(math.isfinite(number) and number >= 0, f"{key}.{term} must be >= 0, got {number}")
-    _require(any(number > 0 for number in values.values()), f"{key}: needs a term with a value > 0")
-
-
-@dataclass(frozen=True)
-class ScoringConf:
-    """``pipeline score``: what it reads and how many rows one inference call takes."""
-
-    # None: the dt = --date partition of samples. Else a Delta table path, or a catalog table
-    # name, holding the feature columns (a candidates table, labels not needed); when it has a
-    # dt column only the dt = --date rows are scored.
-    input: Optional[str] = None
-    batch_size: int = 4096
-
-    def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, "scoring.batch_size must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -433,29 +260,7 @@ class AliccpConf:
     test_days: int = 1                    # the test file over the days after them
 
     def __post_init__(self) -> None:
-        _require(self.train_days >= 1 and self.test_days >= 1, "aliccp.train_days and aliccp.test_days must be >= 1")
-
-
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-
-@dataclass(frozen=True)
-class NightlyConf:
-    """``pipeline run`` and the DAG: when the nightly chain trains, and on which days (see pipeline/plan.py)."""
-
-    train_weekday: str = "sunday"         # a weekday, or daily
-    train_days: int = 14                  # training window length
-    force_train: bool = False             # train tonight whatever the weekday
-    model: Optional[str] = None           # None: model.name
-
-    def __post_init__(self) -> None:
-        _require(self.train_weekday in (*WEEKDAYS, "daily"),
-                 f"nightly.train_weekday must be a weekday or daily, got {self.train_weekday!r}")
-        _require(self.train_days >= 1, "nightly.train_days must be >= 1")
-        if self.model is not None:
-            from pipeline.models.registry import MODELS
-
-            _require(self.model in MODELS, f"nightly.model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        require(self.train_days >= 1 and self.test_days >= 1, "aliccp.train_days and aliccp.test_days must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -467,11 +272,11 @@ class PromotionConf:
     metrics: tuple[str, ...] = ("ctr.auc", "ctcvr.auc")
 
     def __post_init__(self) -> None:
-        _require(math.isfinite(self.tolerance) and self.tolerance >= 0, "promotion.tolerance must be >= 0")
-        _require(bool(self.metrics), "promotion.metrics must not be empty")
+        require(math.isfinite(self.tolerance) and self.tolerance >= 0, "promotion.tolerance must be >= 0")
+        require(bool(self.metrics), "promotion.metrics must not be empty")
         for name in self.metrics:
             task, _, metric = name.partition(".")
-            _require(task in ("ctr", "cvr", "ctcvr", "cvr_entire_space") and metric in ("auc", "gauc"),
+            require(task in ("ctr", "cvr", "ctcvr", "cvr_entire_space") and metric in ("auc", "gauc"),
                      f"promotion.metrics: {name!r} is not <task>.<metric> with a task of ctr, cvr, ctcvr, "
                      f"cvr_entire_space and a metric of auc, gauc (higher is better)")
 
@@ -488,8 +293,8 @@ class MlflowConf:
     registered_model: str = "mtrank"      # every trained model is a version of it; champion is its alias
 
     def __post_init__(self) -> None:
-        _require(bool(self.experiment.strip()), "mlflow.experiment must not be empty")
-        _require(bool(self.registered_model.strip()), "mlflow.registered_model must not be empty")
+        require(bool(self.experiment.strip()), "mlflow.experiment must not be empty")
+        require(bool(self.registered_model.strip()), "mlflow.registered_model must not be empty")
 
 
 @dataclass(frozen=True)
@@ -499,8 +304,8 @@ class ReportConf:
     path: str = "./reports/report.html"  # a local or mounted file path (or --out)
 
     def __post_init__(self) -> None:
-        _require(bool(self.path.strip()), "report.path must not be empty")
-        _require(self.path.lower().endswith((".html", ".htm")), f"report.path must end in .html, got {self.path!r}")
+        require(bool(self.path.strip()), "report.path must not be empty")
+        require(self.path.lower().endswith((".html", ".htm")), f"report.path must end in .html, got {self.path!r}")
 
 
 @dataclass(frozen=True)
@@ -553,182 +358,14 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
     Raises:
         ConfigError: a one-line message naming the file, the key and what is wrong.
     """
-    raw = _read_yaml(path) if path else {}
+    raw = read_yaml(path) if path else {}
     try:
         for item in overrides:
-            _apply_override(raw, item)
-        return _build(Config, raw, "")
+            apply_override(Config, raw, item)
+        return build(Config, raw, "")
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}" if path else str(err)) from None
 
 
-def to_dict(cfg: Any) -> Any:
-    """The configuration as plain YAML-ready values (dates as ISO strings)."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, Mapping):
-        return {k: to_dict(v) for k, v in cfg.items()}
-    if isinstance(cfg, tuple):
-        return [to_dict(v) for v in cfg]
-    if isinstance(cfg, dt.date):
-        return cfg.isoformat()
-    return cfg
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing and validation
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
 def _join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML without implicit timestamps: dates stay text until ``parse_date`` names the key."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _load_yaml(text: Any) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
-
-
-def _read_yaml(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = _load_yaml(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"conf file not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return data
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'conf'}: expected a mapping, got {data!r}")
-    hints = _hints(cls)
-    for key in data:
-        if key not in hints:
-            raise ConfigError(f"unknown key '{prefix}{key}'")
-    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
-    return cls(**values)
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:  # Optional[X]
-        if value is None:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, key)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, f"{key}.")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
-    if _is_mapping(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        kind = args[1]  # Spark-style settings (str) keep their text; numbers stay numbers
-        return types.MappingProxyType({str(k): _scalar_text(v, f"{key}.{k}") if kind is str
-                                       else _coerce(kind, v, f"{key}.{k}") for k, v in value.items()})
-    if tp is dt.date:
-        try:
-            return parse_date(value, key)
-        except PipelineError as err:
-            raise ConfigError(str(err)) from None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"config type {tp!r} of {key} is not supported")  # a bug in this module
-
-
-def _scalar_text(value: Any, key: str) -> str:
-    """Spark-style setting values: strings, or scalars written as Spark expects them."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    raise ConfigError(f"{key}: expected a scalar value, got {value!r}")
-
-
-def _apply_override(raw: dict, item: str) -> None:
-    """Sets ``a.b=value`` in the raw mapping, walking the schema so that mapping-typed keys
-    (``spark.conf``) take the rest of the dotted path as one key."""
-    key, sep, text = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set expects key=value, got {item!r}")
-    parts = key.split(".")
-    cls, node = Config, raw
-    for i, part in enumerate(parts):
-        hints = _hints(cls)
-        if part not in hints:
-            raise ConfigError(f"unknown key '{'.'.join(parts[:i + 1])}' in --set {item}")
-        tp = hints[part]
-        last = i == len(parts) - 1
-        if dataclasses.is_dataclass(tp) and not last:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{'.'.join(parts[:i + 1])}: expected a mapping")
-            cls, node = tp, child
-        elif _is_mapping(tp) and not last:
-            # One entry of a mapping: added to the mapping of the file, or of the defaults.
-            mapping = node.setdefault(part, dict(getattr(cls(), part)))
-            mapping[".".join(parts[i + 1:])] = _parse_override_value(typing.get_args(tp)[1], text)
-            return
-        elif last:
-            node[part] = _parse_override_value(tp, text)
-            return
-        else:
-            raise ConfigError(f"unknown key '{'.'.join(parts[:i + 2])}' in --set {item}")
-
-
-def _is_mapping(tp: Any) -> bool:
-    return typing.get_origin(tp) in (collections.abc.Mapping, dict)
-
-
-def _parse_override_value(tp: Any, text: str) -> Any:
-    """A ``--set`` value: taken literally for string keys, read as YAML otherwise."""
-    is_str = tp is str or (typing.get_origin(tp) is typing.Union and str in typing.get_args(tp))
-    if is_str and text not in ("null", "~"):
-        return text
-    try:
-        return _load_yaml(text)
-    except yaml.YAMLError:
-        return text  # reported as a type error by _coerce, naming the key

@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError, RunFailure
-from pipeline.plan import has_model, plan_night
+from pipeline.plan import plan_night
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,13 @@ class NightlySummary:
 
 def run_nightly(spark: SparkSession, cfg: Config, date: dt.date) -> NightlySummary:
     """Runs the chain for ``date``; returns every step's result (it stops at the first failure)."""
+    from pipeline.registry import has_champion
     from pipeline.report import build_report
     from pipeline.samples.build import build_nightly
     from pipeline.scoring.score import score
     from pipeline.training.train import train_model
 
-    plan = plan_night(cfg, date, has_model(spark, cfg))
+    plan = plan_night(cfg, date, has_champion(spark, cfg))
     jobs: dict[str, Callable[[], object]] = {  # the steps, in order
         "build-samples": lambda: build_nightly(spark, cfg, plan.build_samples),  # it decides how far back
         "train": lambda: train_model(spark, cfg, plan.train.start, plan.train.end, model_name=plan.train.model),

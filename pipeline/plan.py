@@ -14,16 +14,43 @@ Train is due on ``nightly.train_weekday`` (of D), every night with ``daily``, wh
 labels. How far back build-samples rebuilds is the job's own decision (from the ``samples``
 table), not the plan's.
 
-Everything here is a pure function of the conf, the date and one fact about the registry, except
-``has_model``, which reads that fact.
+Everything here is a pure function of the conf, the date and one fact about the registry (whether
+it has a champion: ``pipeline.registry.has_champion``). ``NightlyConf``, the ``nightly:`` section of
+the conf, lives here too.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Optional
 
-from pipeline.config import WEEKDAYS, Config
+from pipeline.confload import require
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class NightlyConf:
+    """``pipeline run`` and the DAG: when the nightly chain trains, and on which days (see pipeline/plan.py)."""
+
+    train_weekday: str = "sunday"         # a weekday, or daily
+    train_days: int = 14                  # training window length
+    force_train: bool = False             # train tonight whatever the weekday
+    model: Optional[str] = None           # None: model.name
+
+    def __post_init__(self) -> None:
+        require(self.train_weekday in (*WEEKDAYS, "daily"),
+                 f"nightly.train_weekday must be a weekday or daily, got {self.train_weekday!r}")
+        require(self.train_days >= 1, "nightly.train_days must be >= 1")
+        if self.model is not None:
+            from pipeline.models.registry import MODELS
+
+            require(self.model in MODELS, f"nightly.model must be one of {', '.join(MODELS)}, got {self.model!r}")
+
 
 
 @dataclass(frozen=True)
@@ -96,11 +123,3 @@ def plan_night(cfg: Config, date: dt.date, has_model: bool) -> NightlyPlan:
         score=date,
         report=cfg.report.path,
     )
-
-
-def has_model(spark, cfg: Config) -> bool:
-    """Whether the registry holds a champion, the model ``score`` uses by default (a registry
-    whose models cannot score, or have never passed the gate, gets a training tonight)."""
-    from pipeline.registry import find_champion
-
-    return find_champion(spark, cfg) is not None

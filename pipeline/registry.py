@@ -162,6 +162,12 @@ def _registered(models: DataFrame) -> Optional[RegisteredModel]:
     return RegisteredModel(**rows[0].asDict()) if rows else None
 
 
+def has_champion(spark: SparkSession, cfg: Config) -> bool:
+    """Whether the registry holds a champion, the model ``score`` uses by default (a registry whose
+    models cannot score, or have never passed the gate, gets a training on the next night)."""
+    return find_champion(spark, cfg) is not None
+
+
 def find_champion(spark: SparkSession, cfg: Config) -> Optional[RegisteredModel]:
     """The model whose MLflow version has the alias ``champion`` (its row of the table), or ``None``.
 

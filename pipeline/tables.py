@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql.types import (BooleanType, DataType, DateType, DoubleType, IntegerType, LongType,
                                MapType, StringType, StructField, StructType, TimestampType)
 
-from pipeline.config import TERMS
+from pipeline.scoring.conf import TERMS
 from pipeline.logs.schema import SOURCES
 
 if TYPE_CHECKING:

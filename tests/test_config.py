@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from pipeline.config import Config, load_config, to_dict
+from pipeline.config import Config, load_config
+from pipeline.confload import to_dict
 from pipeline.errors import ConfigError
 
 LOCAL = "conf/local.yaml"

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 import pipeline
-from pipeline.config import to_dict
+from pipeline.confload import to_dict
 from pipeline.io import delta
 from pipeline.spark import LOG4J2_FILE, cache_dir, delta_jar_settings
 

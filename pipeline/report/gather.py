@@ -15,7 +15,8 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.config import Config, FusionConf
+from pipeline.config import Config
+from pipeline.scoring.conf import FusionConf
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.logs.schema import SOURCES

@@ -16,7 +16,7 @@ from typing import Mapping, TypeVar
 import numpy as np
 import pandas as pd
 
-from pipeline.config import GainConf
+from pipeline.scoring.conf import GainConf
 
 # Works on NumPy arrays and on Spark columns alike (both overload the arithmetic operators).
 Values = TypeVar("Values")

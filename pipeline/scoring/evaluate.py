@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 
-from pipeline.config import Config, FusionConf
+from pipeline.config import Config
+from pipeline.scoring.conf import FusionConf
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.scoring import business

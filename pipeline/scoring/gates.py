@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from pipeline.config import Config, to_dict
+from pipeline.config import Config
+from pipeline.confload import to_dict
 from pipeline.errors import PipelineError
 from pipeline.scoring.labelled import day_columns, labelled_day
 from pipeline.scoring.learned import train_learned

@@ -15,7 +15,7 @@ import torch
 from pyspark.sql import DataFrame
 from pyspark.sql.types import DoubleType, StructField, StructType
 
-from pipeline.config import FusionConf
+from pipeline.scoring.conf import FusionConf
 from pipeline.features.encoders import encoded_batch
 from pipeline.scoring import fusion
 from pipeline.scoring.learned import LearnedFusion

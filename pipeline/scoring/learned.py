@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import FusionConf, LearnedConf
+from pipeline.scoring.conf import FusionConf, LearnedConf
 from pipeline.errors import PipelineError
 from pipeline.models.modules import MLP, FusedEmbedding
 from pipeline.scoring import business

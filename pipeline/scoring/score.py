@@ -27,7 +27,9 @@ from typing import Optional, Sequence
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.config import Config, FusionConf, to_dict
+from pipeline.config import Config
+from pipeline.confload import to_dict
+from pipeline.scoring.conf import FusionConf
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import encode_for_lookup
 from pipeline.io import delta

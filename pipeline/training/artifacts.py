@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline.config import Config, to_dict
+from pipeline.config import Config
+from pipeline.confload import to_dict
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders
 from pipeline.models import Inputs, ModelSpec, RankingModel, build_model

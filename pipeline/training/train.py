@@ -36,7 +36,8 @@ import torch
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.config import Config, TrainingConf, to_dict
+from pipeline.config import Config, TrainingConf
+from pipeline.confload import to_dict
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders, encode, encoded_arrays
 from pipeline.io import delta

@@ -16,7 +16,8 @@ import sys
 import pytest
 import yaml
 
-from pipeline.config import load_config, to_dict
+from pipeline.config import load_config
+from pipeline.confload import to_dict
 from pipeline.io import delta
 from pipeline.spark import cache_dir, delta_jar_settings
 

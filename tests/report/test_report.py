@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import load_config, to_dict
+from pipeline.config import load_config
+from pipeline.confload import to_dict
 from pipeline.errors import ConfigError
 from pipeline.report import build_report
 from pipeline.report import gather

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.scoring import business
-from pipeline.config import GainConf
+from pipeline.scoring.conf import GainConf
 
 
 def naive_ndcg(request_ids, scores, gains, k, per_request):

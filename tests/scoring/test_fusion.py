@@ -6,7 +6,8 @@ import pytest
 import torch
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
-from pipeline.config import FusionConf, GainConf, to_dict
+from pipeline.confload import to_dict
+from pipeline.scoring.conf import FusionConf, GainConf
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.scoring import fusion, learned as learned_fusion
 from pipeline.scoring.evaluate import offline_comparison

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
 from pipeline.cli import main
-from pipeline.config import to_dict
+from pipeline.confload import to_dict
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, encode
 from pipeline.io import delta

@@ -13,7 +13,7 @@ import torch
 import yaml
 from pyspark.sql import functions as F
 
-from pipeline.config import to_dict
+from pipeline.confload import to_dict
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.training.artifacts import load_artifact
