@@ -31,6 +31,8 @@ from pipeline.confload import to_dict
 from pipeline.io import delta
 from pipeline.spark import LOG4J2_FILE, cache_dir, delta_jar_settings
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -25,7 +25,7 @@ from tests.dags.test_dag import AIRFLOW_PYTHON, REPO
 from tests.samples.conftest import backfill, make_cfg
 from tests.test_nightly import NIGHT, WORLD
 
-pytestmark = pytest.mark.timeout(1200)  # the world, then six tasks, each its own interpreter and JVM
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the world, then six tasks, each its own interpreter and JVM
 
 PYSPARK_BIN = os.path.join(os.path.dirname(sys.executable), "..", "lib", "python3.11", "site-packages", "pyspark")
 

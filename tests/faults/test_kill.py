@@ -25,6 +25,8 @@ from pipeline.training.train import train_model
 from tests.samples.conftest import backfill, built_world, make_cfg, table, without_run_id
 from tests.scoring.test_score import WORLD
 
+pytestmark = pytest.mark.slow
+
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 5)
 
 

@@ -27,6 +27,8 @@ from tests.conftest import TEST_SPARK_SETTINGS
 from tests.samples.conftest import backfill, make_cfg
 from tests.worlds import TINY_MODEL, TINY_WORLD
 
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAMES = ("01_samples_and_quality", "02_train_and_compare", "03_query_scores")
 REQUIRES = {"03_query_scores": "02_train_and_compare"}  # 03 scores with the model 02 registers

@@ -160,6 +160,7 @@ def _ranks_alive(pid_dir) -> list[int]:
     return alive
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend, limit", [("horovod", 24.0), ("torch_distributor", 60.0)])
 def test_a_hung_rank_fails_the_job_at_the_time_limit(spark, tmp_path, backend, limit):
     # (TorchDistributor's ranks take longer to start: both ranks run before the limit.)

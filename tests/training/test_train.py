@@ -93,6 +93,7 @@ def test_artifact_and_registry(spark, world, esmm):
     np.testing.assert_allclose(probs["p_ctcvr"], probs["p_ctr"] * probs["p_cvr"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_weights(spark, world):
     cfg = make_cfg(world.storage.root, *WORLD, "training.epochs=2", "training.patience=5",
                    "model.name=shared_bottom")
@@ -110,6 +111,7 @@ def test_interrupted_training_resumes_to_the_same_weights(spark, world):
     assert resumed.epochs_run == straight.epochs_run == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_processes_learn_like_one(spark, world, esmm, backend, tmp_path):
     # The command a user runs, its output captured as Airflow or spark-submit capture it (no terminal).
@@ -136,6 +138,7 @@ def test_two_processes_learn_like_one(spark, world, esmm, backend, tmp_path):
     assert re.search(r"epoch 1/\d+: \d+/\d+ batches \(100%\) in", log), log[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_two_process_run_killed_after_its_first_checkpoint_resumes(spark, world, backend):
     cfg = make_cfg(world.storage.root, *WORLD, "training.epochs=2", "training.patience=5", "model.name=mmoe",
