@@ -117,18 +117,11 @@ def run_on_spark(fn: Callable[..., Any], *, num_proc: int, args: Sequence[Any] =
     context = SparkContext._active_spark_context
     watchdog = Watchdog(group, lambda: context.cancelJobGroup(group), time_limit_s, error_dir)
     guarded = (_record_errors, (fn, error_dir, *args)) if error_dir else (fn, tuple(args))
-    watchdog.start()
-    try:
-        # Horovod: gloo controller (no MPI needed on executors).
-        return horovod.spark.run(guarded[0], args=tuple(guarded[1]), kwargs=kwargs or {}, num_proc=num_proc,
-                                 start_timeout=start_timeout, use_gloo=True, env=env, verbose=0)
-    except Exception as exc:  # noqa: BLE001 - turned into the job's one-line failure below
-        failure = _job_failure(exc, error_dir, watchdog.reason, time_limit_s, stall_seconds)
-        if failure is None:
-            raise
-        raise failure from exc
-    finally:
-        watchdog.stop()
+    # Horovod: gloo controller (no MPI needed on executors).
+    return watchdog.guard(lambda: horovod.spark.run(guarded[0], args=tuple(guarded[1]), kwargs=kwargs or {},
+                                                    num_proc=num_proc, start_timeout=start_timeout, use_gloo=True,
+                                                    env=env, verbose=0),
+                          lambda exc, reason: _job_failure(exc, error_dir, reason, time_limit_s, stall_seconds))
 
 
 def _job_failure(exc: Exception, error_dir: Optional[str], reason: Optional[str], time_limit_s: Optional[float],

@@ -22,12 +22,14 @@ import os
 import threading
 import time
 import traceback
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 import torch
 from torch import nn
 
 from pipeline.errors import PipelineError, RunFailure
+
+T = TypeVar("T")
 
 # Seconds the ranks get to end after one of them failed, before the job is cancelled.
 FAILED_RANK_GRACE_S = 30.0
@@ -88,6 +90,21 @@ class Watchdog(threading.Thread):
     def stop(self) -> None:
         self._stopped.set()
         self.join()
+
+    def guard(self, job: Callable[[], T], failure: Callable[[Exception, Optional[str]], Optional[Exception]]) -> T:
+        """Runs ``job`` under watch. An exception it raises becomes ``failure(exc, reason)``, the
+        job's one-line error (raised from it), or is raised again when that is None (a bug of the
+        caller rather than a failed job)."""
+        self.start()
+        try:
+            return job()
+        except Exception as exc:  # noqa: BLE001 - turned into the job's one-line failure
+            translated = failure(exc, self.reason)
+            if translated is None:
+                raise
+            raise translated from exc
+        finally:
+            self.stop()
 
 
 @contextlib.contextmanager

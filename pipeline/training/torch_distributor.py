@@ -217,17 +217,11 @@ def run_with_torch_distributor(fn: Callable[..., Any], *, num_proc: int, args: S
     # executors' path, also in local[N]); GPUs when Spark gives the tasks some.
     distributor = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=_tasks_have_gpus(context))
     context.addJobTag(tag)  # this thread's jobs from here on: the run's barrier job
-    watchdog.start()
     try:
-        return distributor.run(_run_rank, payload, list(sys.path), error_dir, stall_seconds)
-    except Exception as exc:  # noqa: BLE001 - turned into the job's one-line failure below
-        failure = _job_failure(exc, error_dir, watchdog.reason, time_limit_s, stall_seconds)
-        if failure is None:
-            raise
-        raise failure from exc
+        return watchdog.guard(lambda: distributor.run(_run_rank, payload, list(sys.path), error_dir, stall_seconds),
+                              lambda exc, reason: _job_failure(exc, error_dir, reason, time_limit_s, stall_seconds))
     finally:
         context.removeJobTag(tag)
-        watchdog.stop()
 
 
 def _tasks_have_gpus(context: Any) -> bool:

@@ -194,3 +194,21 @@ def test_a_rank_input_error_stays_an_input_error(tmp_path):
     assert isinstance(error, RunFailure) and "training.stall_seconds=60" in str(error)
     error = failure(**{"rank-1": {"error": "no rows in shard 1", "input": True, "shutdown": False}})
     assert isinstance(error, PipelineError) and str(error) == "training failed on rank-1: no rows in shard 1"
+
+
+def test_the_watchdog_turns_a_failed_job_into_its_one_line_error():
+    from pipeline.training.ranks import Watchdog
+
+    def crash():
+        raise RuntimeError("rank 1 lost")
+
+    def watchdog():
+        return Watchdog("job", lambda: None, time_limit_s=60, error_dir=None)
+
+    assert watchdog().guard(lambda: 42, lambda exc, reason: None) == 42
+    guard = watchdog()
+    with pytest.raises(RunFailure, match=r"^training failed: rank 1 lost$") as raised:
+        guard.guard(crash, lambda exc, reason: RunFailure(f"training failed: {exc}"))
+    assert isinstance(raised.value.__cause__, RuntimeError) and not guard.is_alive()
+    with pytest.raises(RuntimeError, match="rank 1 lost"):  # not a failed job: a bug of the caller
+        watchdog().guard(crash, lambda exc, reason: None)
