@@ -31,7 +31,6 @@ import numpy as np
 import pyarrow.parquet as pq  # before torch: Petastorm's advice for pyarrow and torch together
 import torch
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders
@@ -111,10 +110,7 @@ def snapshot_files(spark: SparkSession, path: str, version: int, days: Iterable[
         The files sorted by URI (the order fixes the shard assignment); empty when the days hold
         no rows.
     """
-    table = delta.read_table(spark, path, version).where(delta.dates_predicate(days))
-    # Delta resolves the snapshot's files; _metadata.file_path names the file each row came from.
-    counts = table.groupBy(F.col("_metadata.file_path").alias("uri")).count().collect()
-    return sorted((DataFile(uri=petastorm_uri(row["uri"]), rows=int(row["count"])) for row in counts),
+    return sorted((DataFile(uri=petastorm_uri(uri), rows=rows) for uri, rows in delta.file_rows(spark, path, version, days)),
                   key=lambda f: f.uri)
 
 
