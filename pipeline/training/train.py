@@ -31,30 +31,29 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-import pandas as pd
 import torch
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from pipeline import console, runs, tracking
 from pipeline.config import Config, TrainingConf
 from pipeline.confload import to_dict
+from pipeline.data import Columns, DataFile, read_batches, shard_batches, snapshot_files
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders, encode, encoded_arrays
 from pipeline.io import delta
 from pipeline.models import Inputs, ModelSpec, RankingModel, build_model, make_weighting
-from pipeline.data import Columns, DataFile, read_batches, shard_batches, snapshot_files
-from pipeline import console, runs, tracking
 from pipeline.registry import NOT_GATED, gate, register_model
-from pipeline.training.artifacts import load_artifact, save_artifact, write_metrics
+from pipeline.synth.truth import truth_of_days
 from pipeline.tables import LABELS
-from pipeline.training.dataset import KEYS, batches, build_training_set, load_arrays, split_dates, to_tensors
+from pipeline.training.artifacts import load_artifact, save_artifact, write_metrics
 from pipeline.training.backends import BACKENDS
-from pipeline.training.ranks import SingleProcess
+from pipeline.training.dataset import KEYS, batches, build_training_set, load_arrays, split_dates, to_tensors
 from pipeline.training.evaluate import evaluate, predict
 from pipeline.training.loop import TrainResult, fit
+from pipeline.training.ranks import SingleProcess
 
 log = logging.getLogger(__name__)
-TRUTH_COLUMNS = ["impression_id", "p_ctr", "p_cvr", "p_ctcvr", "would_convert"]
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
     loaded = load_artifact(job.artifact_dir)
     report = load_arrays(spark, training_set, split.report)
     predictions = predict(loaded.network, batches(to_tensors(report), 4 * cfg.training.batch_size, shuffle=False))
-    metrics = evaluate(predictions, report, _truth(cfg, split.report))
+    metrics = evaluate(predictions, report, truth_of_days(cfg.truth_path, split.report))
     write_metrics(job.artifact_dir, metrics)
     params = {"model": dataclasses.asdict(job.spec), "inputs": dataclasses.asdict(job.inputs),
               "training": to_dict(cfg.training), "num_proc": num_proc,
@@ -293,20 +292,11 @@ def evaluate_artifact(spark: SparkSession, cfg: Config, artifact_uri: str, days:
     cat, num = encoded_arrays(frame, model.encoders)
     arrays = {"cat": cat, "num": num, **{name: frame[name].to_numpy() for name in (*KEYS, *LABELS)}}
     predictions = predict(model.network, batches(to_tensors(arrays), 4 * cfg.training.batch_size, shuffle=False))
-    return evaluate(predictions, arrays, _truth(cfg, days))
+    return evaluate(predictions, arrays, truth_of_days(cfg.truth_path, days))
 
 
 def _days(days: tuple[dt.date, ...]) -> str:
     return f"{days[0]}..{days[-1]}" if days else "none"
-
-
-def _truth(cfg: Config, days: tuple[dt.date, ...]) -> Optional[pd.DataFrame]:
-    """The generator's truth for ``days`` when this is generated data, indexed by impression."""
-    if not os.path.exists(os.path.join(cfg.truth_path, "_manifest.json")):
-        return None
-    parts = [pd.read_parquet(os.path.join(cfg.truth_path, f"dt={d}"), columns=TRUTH_COLUMNS)
-             for d in days if os.path.isdir(os.path.join(cfg.truth_path, f"dt={d}"))]
-    return pd.concat(parts).set_index("impression_id") if parts else None
 
 
 def _headline(metrics: dict) -> dict:
