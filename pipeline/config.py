@@ -114,10 +114,10 @@ class LabelsConf:
     def __post_init__(self) -> None:
         require(self.click_window_hours > 0, "labels.click_window_hours must be > 0")
         require(self.max_rebuild_days >= self.lookback_days,
-                 "labels.max_rebuild_days must be >= the lookback (click + attribution window days)")
+                "labels.max_rebuild_days must be >= the lookback (click + attribution window days)")
         require(self.attribution_window_days >= 0, "labels.attribution_window_days must be >= 0")
         require(self.max_delay_days >= self.click_window_days + self.attribution_window_days,
-                 "labels.max_delay_days must cover the click and attribution windows")
+                "labels.max_delay_days must cover the click and attribution windows")
 
     @property
     def click_window_days(self) -> int:
@@ -208,7 +208,7 @@ class SynthConf:
         require(0.0 <= self.cold_share < 1.0, "synth.cold_share must be in [0, 1)")
         require(self.affinity_scale >= 0, "synth.affinity_scale must be >= 0")
         require(self.ts_epoch_ms_rate + self.ts_offset_rate <= 1.0,
-                 "synth.ts_epoch_ms_rate + synth.ts_offset_rate must be <= 1")
+                "synth.ts_epoch_ms_rate + synth.ts_offset_rate must be <= 1")
         require(self.click_delay_minutes > 0, "synth.click_delay_minutes must be > 0")
         require(self.conversion_delay_hours > 0, "synth.conversion_delay_hours must be > 0")
         require(self.selection_bias >= 0, "synth.selection_bias must be >= 0")
@@ -241,13 +241,13 @@ class TrainingConf:
         for name in ("epochs", "batch_size", "validation_days", "validations_per_epoch"):
             require(getattr(self, name) >= 1, f"training.{name} must be >= 1")
         require(self.learning_rate > 0 and self.embedding_learning_rate > 0,
-                 "training.learning_rate and training.embedding_learning_rate must be > 0")
+                "training.learning_rate and training.embedding_learning_rate must be > 0")
         require(self.test_days >= 0 and self.patience >= 0, "training.test_days and training.patience must be >= 0")
         require(0.0 <= self.warmup_fraction < 1.0, "training.warmup_fraction must be in [0, 1)")
         require(self.num_proc >= 1, "training.num_proc must be >= 1")
         require(self.deep_epochs is None or self.deep_epochs >= 1, "training.deep_epochs must be >= 1 or null")
         require(self.time_limit_minutes >= 1 and self.stall_seconds >= 1,
-                 "training.time_limit_minutes and training.stall_seconds must be >= 1")
+                "training.time_limit_minutes and training.stall_seconds must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -277,8 +277,8 @@ class PromotionConf:
         for name in self.metrics:
             task, _, metric = name.partition(".")
             require(task in ("ctr", "cvr", "ctcvr", "cvr_entire_space") and metric in ("auc", "gauc"),
-                     f"promotion.metrics: {name!r} is not <task>.<metric> with a task of ctr, cvr, ctcvr, "
-                     f"cvr_entire_space and a metric of auc, gauc (higher is better)")
+                    f"promotion.metrics: {name!r} is not <task>.<metric> with a task of ctr, cvr, ctcvr, "
+                    f"cvr_entire_space and a metric of auc, gauc (higher is better)")
 
 
 @dataclass(frozen=True)

@@ -53,14 +53,14 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-def load_yaml(text: Any) -> Any:
+def _load_yaml(text: Any) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def read_yaml(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
-            data = load_yaml(fh)
+            data = _load_yaml(fh)
     except FileNotFoundError:
         raise ConfigError(f"conf file not found: {path}") from None
     except yaml.YAMLError as err:
@@ -83,17 +83,17 @@ def build(cls: type, data: Any, prefix: str) -> Any:
     for key in data:
         if key not in hints:
             raise ConfigError(f"unknown key '{prefix}{key}'")
-    values = {key: coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
+    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
     return cls(**values)
 
 
-def coerce(tp: Any, value: Any, key: str) -> Any:
+def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Union:  # Optional[X]
         if value is None:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return coerce(inner, value, key)
+        return _coerce(inner, value, key)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, f"{key}.")
     if origin is Literal:
@@ -103,13 +103,13 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
+        return tuple(_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
     if _is_mapping(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         kind = args[1]  # Spark-style settings (str) keep their text; numbers stay numbers
-        return types.MappingProxyType({str(k): scalar_text(v, f"{key}.{k}") if kind is str
-                                       else coerce(kind, v, f"{key}.{k}") for k, v in value.items()})
+        return types.MappingProxyType({str(k): _scalar_text(v, f"{key}.{k}") if kind is str
+                                       else _coerce(kind, v, f"{key}.{k}") for k, v in value.items()})
     if tp is dt.date:
         try:
             return parse_date(value, key)
@@ -134,7 +134,7 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
     raise TypeError(f"config type {tp!r} of {key} is not supported")  # a bug in this module
 
 
-def scalar_text(value: Any, key: str) -> str:
+def _scalar_text(value: Any, key: str) -> str:
     """Spark-style setting values: strings, or scalars written as Spark expects them."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -184,6 +184,6 @@ def _parse_override_value(tp: Any, text: str) -> Any:
     if is_str and text not in ("null", "~"):
         return text
     try:
-        return load_yaml(text)
+        return _load_yaml(text)
     except yaml.YAMLError:
         return text  # reported as a type error by _coerce, naming the key

@@ -44,13 +44,12 @@ class NightlyConf:
 
     def __post_init__(self) -> None:
         require(self.train_weekday in (*WEEKDAYS, "daily"),
-                 f"nightly.train_weekday must be a weekday or daily, got {self.train_weekday!r}")
+                f"nightly.train_weekday must be a weekday or daily, got {self.train_weekday!r}")
         require(self.train_days >= 1, "nightly.train_days must be >= 1")
         if self.model is not None:
             from pipeline.models.registry import MODELS
 
             require(self.model in MODELS, f"nightly.model must be one of {', '.join(MODELS)}, got {self.model!r}")
-
 
 
 @dataclass(frozen=True)

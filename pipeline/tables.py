@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from pyspark.sql.types import (BooleanType, DataType, DateType, DoubleType, IntegerType, LongType,
                                MapType, StringType, StructField, StructType, TimestampType)
 
-from pipeline.scoring.conf import TERMS
 from pipeline.logs.schema import SOURCES
+from pipeline.scoring.conf import TERMS
 
 if TYPE_CHECKING:
     from pipeline.config import FeaturesConf

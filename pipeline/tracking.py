@@ -190,8 +190,8 @@ class RankingPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: Optional[dict[str, Any]] = None) -> pd.DataFrame:
         from pipeline.features.encoders import encode_frame
-        from pipeline.training.artifacts import predict_arrays
         from pipeline.tables import PREDICTIONS
+        from pipeline.training.artifacts import predict_arrays
 
         cat, num = encode_frame(model_input, self.model.encoders)
         out = predict_arrays(self.model, cat, num, self.batch_size)

@@ -26,12 +26,12 @@ from pipeline.config import Config, load_config
 from pipeline.data.reader import Columns, to_arrays
 from pipeline.features.encoders import Encoders, encode, fit_encoders
 from pipeline.quality.worlds import World, synth_overrides
-from pipeline.synth.generate import Simulation
 from pipeline.synth.events import TS_MS
+from pipeline.synth.generate import Simulation
+from pipeline.synth.truth import TRUTH_COLUMNS
 from pipeline.tables import LABELS
 from pipeline.training.dataset import KEYS, batches, label_priors, to_tensors
 from pipeline.training.evaluate import evaluate, predict
-from pipeline.synth.truth import TRUTH_COLUMNS
 from pipeline.training.train import model_inputs, train_in_memory
 
 SPLITS = ("train", "validation", "test")

@@ -16,12 +16,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Config
-from pipeline.scoring.conf import FusionConf
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.logs.schema import SOURCES
-from pipeline.tables import COUNTS
 from pipeline.scoring import fusion
+from pipeline.scoring.conf import FusionConf
+from pipeline.tables import COUNTS
 
 TASKS = ("ctr", "cvr", "ctcvr")
 METRIC_TASKS = (*TASKS, "cvr_entire_space")

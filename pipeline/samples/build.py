@@ -22,8 +22,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.config import Config
 from pipeline import runs
+from pipeline.config import Config
 from pipeline.io import delta
 from pipeline.logs.read import read_raw
 from pipeline.logs.schema import SOURCES

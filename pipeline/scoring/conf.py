@@ -43,9 +43,9 @@ class GainConf:
         for name in ("click", "conversion", "value"):
             coefficient = getattr(self, name)
             require(math.isfinite(coefficient) and coefficient >= 0,
-                     f"fusion.gain.{name} must be a number >= 0, got {coefficient}")
+                    f"fusion.gain.{name} must be a number >= 0, got {coefficient}")
         require(self.click > 0 or self.conversion > 0 or self.value > 0,
-                 "fusion.gain: at least one of click, conversion, value must be > 0")
+                "fusion.gain: at least one of click, conversion, value must be > 0")
 
 
 @dataclass(frozen=True)
@@ -121,13 +121,13 @@ class FusionConf:
 
     def __post_init__(self) -> None:
         require(self.strategy in STRATEGIES,
-                 f"fusion.strategy: must be one of {list(STRATEGIES)}, got {self.strategy!r}")
+                f"fusion.strategy: must be one of {list(STRATEGIES)}, got {self.strategy!r}")
         require(self.value_source in VALUE_SOURCES,
-                 f"fusion.value_source: must be one of {list(VALUE_SOURCES)}, got {self.value_source!r}")
+                f"fusion.value_source: must be one of {list(VALUE_SOURCES)}, got {self.value_source!r}")
         require(math.isfinite(self.value_per_conversion) and self.value_per_conversion >= 0,
-                 f"fusion.value_per_conversion must be >= 0, got {self.value_per_conversion}")
+                f"fusion.value_per_conversion must be >= 0, got {self.value_per_conversion}")
         require(self.value_source != "column" or bool(self.value_column),
-                 "fusion.value_column: required when fusion.value_source is column")
+                "fusion.value_column: required when fusion.value_source is column")
         require(bool(self.terms), "fusion.terms: needs at least one term")
         for i, term in enumerate(self.terms):
             require(term in TERMS, f"fusion.terms[{i}]: unknown term {term!r} (one of {', '.join(TERMS)})")
@@ -138,7 +138,7 @@ class FusionConf:
             require(bool(self.dynamic.segment), "fusion.dynamic.segment: required when fusion.strategy is dynamic")
         if self.strategy == "learned":
             require(bool(self.learned.categorical or self.learned.numeric),
-                     "fusion.learned: needs a categorical or numeric context column when fusion.strategy is learned")
+                    "fusion.learned: needs a categorical or numeric context column when fusion.strategy is learned")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FusionConf":

@@ -11,10 +11,10 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 from pipeline.config import Config
-from pipeline.scoring.conf import FusionConf
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.scoring import business
+from pipeline.scoring.conf import FusionConf
 from pipeline.scoring.fusion import check_columns, fused_scores, linear_fusion, listed_terms, term_arrays
 from pipeline.scoring.gates import newest_gate
 from pipeline.scoring.labelled import day_columns, labelled_day

@@ -31,9 +31,9 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pipeline.scoring.conf import STRATEGIES, TERMS, FusionConf, GainConf
 from pipeline.errors import PipelineError
 from pipeline.scoring.business import Values
+from pipeline.scoring.conf import STRATEGIES, TERMS, FusionConf, GainConf
 from pipeline.tables import WEIGHT_COLUMNS, weight_column
 
 

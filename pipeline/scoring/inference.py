@@ -15,9 +15,9 @@ import torch
 from pyspark.sql import DataFrame
 from pyspark.sql.types import DoubleType, StructField, StructType
 
-from pipeline.scoring.conf import FusionConf
 from pipeline.features.encoders import encoded_batch
 from pipeline.scoring import fusion
+from pipeline.scoring.conf import FusionConf
 from pipeline.scoring.learned import LearnedFusion
 from pipeline.training.artifacts import LoadedModel, load_artifact, predict_arrays
 

@@ -10,10 +10,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Config
-from pipeline.scoring.conf import FusionConf
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.samples.labels import partition_finality, require_final
+from pipeline.scoring.conf import FusionConf
 from pipeline.tables import EXTRA_OUTPUTS, LABELS, PREDICTIONS
 
 

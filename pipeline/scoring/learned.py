@@ -23,10 +23,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from pipeline.scoring.conf import FusionConf, LearnedConf
 from pipeline.errors import PipelineError
 from pipeline.models.modules import MLP, FusedEmbedding
 from pipeline.scoring import business
+from pipeline.scoring.conf import FusionConf, LearnedConf
 from pipeline.scoring.fusion import as_text, check_columns, listed_terms, term_arrays
 from pipeline.tables import LABELS
 

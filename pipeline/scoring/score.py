@@ -29,12 +29,12 @@ from pyspark.sql import functions as F
 
 from pipeline.config import Config
 from pipeline.confload import to_dict
-from pipeline.scoring.conf import FusionConf
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import encode_for_lookup
 from pipeline.io import delta
 from pipeline.registry import CHAMPION, SCORE_NEEDS, missing_estimates, resolve_model
 from pipeline.scoring import fusion
+from pipeline.scoring.conf import FusionConf
 from pipeline.scoring.gates import newest_gate
 from pipeline.scoring.inference import InferencePlan, gate_terms, predict_rows
 from pipeline.scoring.learned import LearnedFusion

@@ -7,9 +7,9 @@ import torch
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
 from pipeline.confload import to_dict
-from pipeline.scoring.conf import FusionConf, GainConf
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.scoring import fusion, learned as learned_fusion
+from pipeline.scoring.conf import FusionConf, GainConf
 from pipeline.scoring.evaluate import offline_comparison
 from pipeline.tables import SEGMENT_WEIGHTS_SCHEMA, WEIGHT_COLUMNS
 

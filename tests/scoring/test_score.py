@@ -19,15 +19,15 @@ from pipeline.confload import to_dict
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, encode
 from pipeline.io import delta
-from pipeline.scoring import fusion
-from pipeline.scoring.learned import LearnedFusion
-from pipeline.spark import LOG4J2_FILE
 from pipeline.registry import CHAMPION, LATEST, resolve_model
+from pipeline.scoring import fusion
 from pipeline.scoring.evaluate import evaluate_fusion
 from pipeline.scoring.gates import train_fusion_gate
 from pipeline.scoring.inference import spread
+from pipeline.scoring.learned import LearnedFusion
 from pipeline.scoring.score import score
 from pipeline.scoring.weights import compute_fusion_weights
+from pipeline.spark import LOG4J2_FILE
 from pipeline.tables import MODELS_SCHEMA, SCORES_SCHEMA
 from pipeline.training.artifacts import load_artifact
 from pipeline.training.dataset import TrainingSet, batches, load_arrays, split_dates, to_tensors
