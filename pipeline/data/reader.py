@@ -33,7 +33,7 @@ import torch
 from pyspark.sql import SparkSession
 
 from pipeline.errors import PipelineError
-from pipeline.features.encoders import CAT_PREFIX, NUM_PREFIX, Encoders
+from pipeline.features.encoders import Encoders
 from pipeline.io import delta
 
 Arrays = dict[str, np.ndarray]
@@ -74,9 +74,7 @@ class Columns:
     @classmethod
     def for_encoders(cls, encoders: Encoders, labels: Sequence[str], keys: Sequence[str] = ()) -> "Columns":
         """The encoded feature columns of ``encoders`` (in the model's field order)."""
-        return cls(cat=tuple(f"{CAT_PREFIX}{n}" for n in encoders.categorical),
-                   num=tuple(f"{NUM_PREFIX}{n}" for n in encoders.numeric),
-                   labels=tuple(labels), keys=tuple(keys))
+        return cls(cat=encoders.cat_columns, num=encoders.num_columns, labels=tuple(labels), keys=tuple(keys))
 
     @property
     def read(self) -> tuple[str, ...]:

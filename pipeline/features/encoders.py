@@ -49,6 +49,16 @@ class Encoders:
     def cardinalities(self) -> tuple[int, ...]:
         return tuple(self.cardinality(f) for f in self.categorical)
 
+    @property
+    def cat_columns(self) -> tuple[str, ...]:
+        """The encoded categorical columns (``cat_<feature>``), in the model's field order."""
+        return tuple(f"{CAT_PREFIX}{n}" for n in self.categorical)
+
+    @property
+    def num_columns(self) -> tuple[str, ...]:
+        """The encoded numeric columns (``num_<feature>``), in the model's order."""
+        return tuple(f"{NUM_PREFIX}{n}" for n in self.numeric)
+
     @functools.cached_property
     def vocabulary_arrays(self) -> dict[str, pa.Array]:
         """feature -> its vocabulary as an Arrow string array (built once per object)."""
@@ -134,15 +144,13 @@ def encode_for_lookup(df: DataFrame, encoders: Encoders, keep: tuple[str, ...] =
 
 def encoded_columns(encoders: Encoders) -> list[str]:
     """The ``cat_*`` then ``num_*`` column names, in the encoders' order."""
-    return [f"{CAT_PREFIX}{n}" for n in encoders.categorical] + [f"{NUM_PREFIX}{n}" for n in encoders.numeric]
+    return [*encoders.cat_columns, *encoders.num_columns]
 
 
 def encoded_arrays(frame: pd.DataFrame, encoders: Encoders) -> tuple[np.ndarray, np.ndarray]:
     """``(cat [N, F] int64, num [N, N_num] float32)`` from the ``encoded_columns`` of a frame."""
-    categorical = [f"{CAT_PREFIX}{n}" for n in encoders.categorical]
-    numeric = [f"{NUM_PREFIX}{n}" for n in encoders.numeric]
-    cat = frame[categorical].to_numpy(np.int64).reshape(len(frame), len(categorical))
-    num = frame[numeric].to_numpy(np.float32).reshape(len(frame), len(numeric))
+    cat = frame[list(encoders.cat_columns)].to_numpy(np.int64).reshape(len(frame), len(encoders.cat_columns))
+    num = frame[list(encoders.num_columns)].to_numpy(np.float32).reshape(len(frame), len(encoders.num_columns))
     return np.ascontiguousarray(cat), np.ascontiguousarray(num)
 
 
