@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import datetime as dt
 import os
 import sys
@@ -179,31 +180,18 @@ def _top_scores(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _fusion_weights(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.scoring.weights import compute_fusion_weights
-    from pipeline.spark import get_spark
+def _dated_job(module: str, function: str, show: str = "line") -> Callable[[Config, argparse.Namespace], int]:
+    """The handler of a command that runs ``module.function(spark, cfg, date)`` on its ``--date``
+    and prints the summary's ``show()``; the module is imported when the command runs."""
+    def handler(cfg: Config, args: argparse.Namespace) -> int:
+        from pipeline.spark import get_spark
 
-    date = _one_date(args)
-    print(compute_fusion_weights(get_spark(cfg, app_name="mtrank-fusion-weights"), cfg, date).line())
-    return 0
+        date = _one_date(args)
+        job = getattr(importlib.import_module(module), function)
+        print(getattr(job(get_spark(cfg, app_name=f"mtrank-{args.command}"), cfg, date), show)())
+        return 0
 
-
-def _fusion_train(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.scoring.gates import train_fusion_gate
-    from pipeline.spark import get_spark
-
-    date = _one_date(args)
-    print(train_fusion_gate(get_spark(cfg, app_name="mtrank-fusion-train"), cfg, date).line())
-    return 0
-
-
-def _fusion_eval(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.scoring.evaluate import evaluate_fusion
-    from pipeline.spark import get_spark
-
-    date = _one_date(args)
-    print(evaluate_fusion(get_spark(cfg, app_name="mtrank-fusion-eval"), cfg, date).text())
-    return 0
+    return handler
 
 
 def _report(cfg: Config, args: argparse.Namespace) -> int:
@@ -262,9 +250,12 @@ COMMANDS: dict[str, tuple[str, Callable[[Config, argparse.Namespace], int]]] = {
     "models": ("print the models registry, newest first: window, metrics, alias and gate decision", _models),
     "promote": ("make a registered model the champion that score uses, bypassing the gate", _promote),
     "top-scores": ("print the highest fused scores of a day, read back from the scores table", _top_scores),
-    "fusion-weights": ("compute the dynamic fusion's segment weights from final, scored days", _fusion_weights),
-    "fusion-train": ("train the learned fusion gate on a final, scored day", _fusion_train),
-    "fusion-eval": ("compare the fusion strategies offline (NDCG@K, revenue@K) on a final, scored day", _fusion_eval),
+    "fusion-weights": ("compute the dynamic fusion's segment weights from final, scored days",
+                       _dated_job("pipeline.scoring.weights", "compute_fusion_weights")),
+    "fusion-train": ("train the learned fusion gate on a final, scored day",
+                     _dated_job("pipeline.scoring.gates", "train_fusion_gate")),
+    "fusion-eval": ("compare the fusion strategies offline (NDCG@K, revenue@K) on a final, scored day",
+                    _dated_job("pipeline.scoring.evaluate", "evaluate_fusion", "text")),
     "report": ("write one self-contained HTML report: data quality, label rates, training, models, scores", _report),
     "import-aliccp": ("the public Ali-CCP dataset (ESMM paper) -> samples, quarantine and a runs row", _import_aliccp),
     "generate": ("write synthetic raw logs and their truth table", _generate),

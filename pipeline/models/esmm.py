@@ -43,6 +43,8 @@ class ESMM(RankingModel):
 
     name = "esmm"
     extra_towers: tuple[str, ...] = ()
+    # The subclasses' own CVR risks, each weighted by spec.counterfactual_weight.
+    counterfactual_losses: tuple[str, ...] = ()
     click_space_cvr: bool = True
 
     def __init__(self, spec: ModelSpec, inputs: Inputs) -> None:
@@ -59,11 +61,13 @@ class ESMM(RankingModel):
 
     @property
     def loss_names(self) -> tuple[str, ...]:
-        return ("ctr", "ctcvr", *value_output(self.spec), *(("cvr_click",) if self._click_term else ()))
+        return ("ctr", "ctcvr", *value_output(self.spec), *(("cvr_click",) if self._click_term else ()),
+                *self.counterfactual_losses)
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {"cvr_click": self.spec.click_cvr_weight} if self._click_term else {}
+        weights = {name: self.spec.counterfactual_weight for name in self.counterfactual_losses}
+        return {"cvr_click": self.spec.click_cvr_weight, **weights} if self._click_term else weights
 
     @property
     def _click_term(self) -> bool:
@@ -90,14 +94,7 @@ class ESCM2IPS(ESMM):
 
     name = "escm2_ips"
     click_space_cvr = False
-
-    @property
-    def loss_names(self) -> tuple[str, ...]:
-        return (*super().loss_names, "cvr_ips")
-
-    @property
-    def loss_weights(self) -> dict[str, float]:
-        return {**super().loss_weights, "cvr_ips": self.spec.counterfactual_weight}
+    counterfactual_losses = ("cvr_ips",)
 
     def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         error = F.binary_cross_entropy_with_logits(logits["cvr"], batch["conversion"], reduction="none")  # [B]
@@ -120,14 +117,7 @@ class ESCM2DR(ESMM):
     name = "escm2_dr"
     click_space_cvr = False
     extra_towers = ("imputation",)
-
-    @property
-    def loss_names(self) -> tuple[str, ...]:
-        return (*super().loss_names, "cvr_dr", "imputation")
-
-    @property
-    def loss_weights(self) -> dict[str, float]:
-        return {**super().loss_weights, "cvr_dr": self.spec.counterfactual_weight, "imputation": self.spec.counterfactual_weight}
+    counterfactual_losses = ("cvr_dr", "imputation")
 
     def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         click, weight = batch["click"], self._propensity_weights(logits)  # [B], [B]
@@ -155,14 +145,7 @@ class DCMT(ESMM):
     name = "dcmt"
     click_space_cvr = False
     extra_towers = ("cvr_counterfactual",)
-
-    @property
-    def loss_names(self) -> tuple[str, ...]:
-        return (*super().loss_names, "cvr_twin")
-
-    @property
-    def loss_weights(self) -> dict[str, float]:
-        return {**super().loss_weights, "cvr_twin": self.spec.counterfactual_weight}
+    counterfactual_losses = ("cvr_twin",)
 
     def losses(self, logits: Mapping[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         click, conversion = batch["click"], batch["conversion"]  # [B], [B]

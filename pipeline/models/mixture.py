@@ -32,15 +32,7 @@ class MixtureOfExperts(MultiTaskModel):
             {task: Tower(self.experts.output_dim, spec.tower_hidden, spec.dropout) for task in self.outputs})
 
     def deep(self, cat: Tensor, num: Tensor) -> dict[str, Tensor]:
-        """Mix the experts for each task, then apply the towers.
-
-        Args:
-            cat: [B, F] long categorical ids.
-            num: [B, N] float numeric features.
-
-        Returns:
-            ``{task: [B] logits}`` for each task in ``spec.tasks``.
-        """
+        """Mixes the experts for each task, then applies the towers: ``{task: [B] logits}``."""
         x = self.input(cat, num)  # [B, I]
         experts = self.experts(x)  # [B, E, H]
         mixed = [mix(gate(x), experts) for gate in self.gates]  # T (MMoE) or 1 (OMoE) x [B, H]
@@ -99,15 +91,7 @@ class PLE(MultiTaskModel):
             {task: Tower(input_dim, spec.tower_hidden, spec.dropout) for task in self.outputs})
 
     def deep(self, cat: Tensor, num: Tensor) -> dict[str, Tensor]:
-        """Run the extraction layers, then the towers.
-
-        Args:
-            cat: [B, F] long categorical ids.
-            num: [B, N] float numeric features.
-
-        Returns:
-            ``{task: [B] logits}`` for each task in ``spec.tasks``.
-        """
+        """Runs the extraction layers, then the towers: ``{task: [B] logits}``."""
         shared = self.input(cat, num)  # [B, I]
         task_inputs = [shared] * len(self.towers)
         for layer in self.layers:

@@ -109,9 +109,8 @@ def _build(spark: SparkSession, cfg: Config, dates: L.RunDates, mode: str, run_i
         classified = {"exposures": exposures, "clicks": clicks, "conversions": conversions}
         features = [name for name, _ in feature_columns(cfg.features)]
         outcomes = L.outcome_counts(classified, features).collect()  # one job: every check and count
-        checks.check_features(L.feature_presence(outcomes, features), cfg)
         by_date = L.date_counts(outcomes)
-        checks.check_quarantine(by_date, cfg)
+        checks.check_shares(by_date, L.feature_presence(outcomes, features), cfg)
         counts = {s: L.total_counts(by_date.get(s, {})) for s in SOURCES}
         reasons = L.reason_counts(outcomes)
         quarantine = _union([L.quarantine_rows(df, s, run_id) for s, df in classified.items()])

@@ -46,23 +46,26 @@ def missing_partitions(required: Sequence[dt.date], present: Mapping[str, set[dt
             for day in required if day not in present.get(source, set())]
 
 
-def over_quarantined(counts: Mapping[str, DateCounts], limit: float) -> Optional[tuple[str, dt.date, int, int]]:
-    """The first (source, date, quarantined, read) whose quarantined share exceeds ``limit``."""
+def over_quarantined(counts: Mapping[str, DateCounts], limit: float) -> Optional[str]:
+    """What is wrong with the first source and date whose quarantined share exceeds ``limit``."""
     for source in SOURCES:
         for day, row in sorted(counts.get(source, {}).items()):
             if row["read"] and row["quarantined"] > limit * row["read"]:
-                return source, day, row["quarantined"], row["read"]
+                return (f"{row['quarantined']:,} of {row['read']:,} {source} records of {day} would go to quarantine "
+                        f"({row['quarantined'] / row['read']:.0%} > raw.max_quarantined_share {limit:.0%}), "
+                        "as if a field was renamed or retyped")
     return None
 
 
-def absent_features(presence: DateCounts, limit: float) -> Optional[tuple[str, dt.date, int, int]]:
-    """The first (feature, date, rows carrying it, valid rows) below the presence ``limit``.
+def absent_features(presence: DateCounts, limit: float, where: str) -> Optional[str]:
+    """What is wrong with the first feature and date below the presence ``limit``.
     ``presence[day]`` holds ``_rows`` (valid exposures) and one count per feature."""
     for day, row in sorted(presence.items()):
         total = row["_rows"]
         for name, carried in row.items():
             if name != "_rows" and total and carried < limit * total:
-                return name, day, carried, total
+                return (f"feature {name!r} is present on {carried:,} of {total:,} valid exposures of {day} "
+                        f"(< raw.min_field_presence {limit:.0%}) at {where}")
     return None
 
 
@@ -86,22 +89,13 @@ def check_partitions(spark: SparkSession, cfg: Config, rebuilt: Sequence[dt.date
                                     f"{partition_path(cfg.raw_path(source), day)} (raw.success_markers.{source})")
 
 
-def check_quarantine(counts: Mapping[str, DateCounts], cfg: Config) -> None:
-    found = over_quarantined(counts, cfg.raw.max_quarantined_share)
-    if found:
-        source, day, quarantined, read = found
-        raise PipelineError(f"suspicious input: {quarantined:,} of {read:,} {source} records of {day} would go to "
-                            f"quarantine ({quarantined / read:.0%} > raw.max_quarantined_share "
-                            f"{cfg.raw.max_quarantined_share:.0%}); was a field renamed or retyped? nothing written")
-
-
-def check_features(presence: DateCounts, cfg: Config) -> None:
-    found = absent_features(presence, cfg.raw.min_field_presence)
-    if found:
-        name, day, carried, total = found
-        raise PipelineError(f"suspicious input: feature {name!r} is present on {carried:,} of {total:,} valid "
-                            f"exposures of {day} (< raw.min_field_presence {cfg.raw.min_field_presence:.0%}) at "
-                            f"{cfg.raw_path('exposures')}; nothing written")
+def check_shares(counts: Mapping[str, DateCounts], presence: DateCounts, cfg: Config) -> None:
+    """Raises when a feature is absent from too many valid exposures of a date, or a source would
+    send too large a share of a date's records to quarantine."""
+    problem = (absent_features(presence, cfg.raw.min_field_presence, cfg.raw_path("exposures"))
+               or over_quarantined(counts, cfg.raw.max_quarantined_share))
+    if problem:
+        raise PipelineError(f"suspicious input: {problem}; nothing written")
 
 
 def _where(cfg: Config, source: str, day: dt.date) -> str:

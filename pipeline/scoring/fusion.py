@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -186,6 +186,17 @@ def power_fusion(terms: Mapping[str, Values], exponents: Mapping[str, float]) ->
     return functools.reduce(operator.mul, (terms[t] ** exponents[t] for t in terms))
 
 
+def fuse(conf: FusionConf, strategy: str, values: Mapping[str, Values],
+         dynamic_weights: Callable[[], Mapping[str, Values]]) -> Values:
+    """``values`` (Spark columns or arrays, by term) fused by ``strategy``: linear, power, or
+    dynamic, a linear fusion with the per-row weights ``dynamic_weights()`` gives."""
+    if strategy == "linear":
+        return linear_fusion(values, conf.linear)
+    if strategy == "power":
+        return power_fusion(values, conf.power)
+    return linear_fusion(values, dynamic_weights())
+
+
 def fused_score_column(conf: FusionConf, columns: Sequence[str], strategy: Optional[str] = None) -> Column:
     """The fused score as a Spark expression (linear, power or dynamic).
 
@@ -207,15 +218,14 @@ def fused_score_column(conf: FusionConf, columns: Sequence[str], strategy: Optio
         raise PipelineError("fusion.strategy: learned is a network, not a column expression "
                             "(score partitions with LearnedFusion.scores)")
     terms = strategy_terms(conf, strategy)
-    values = term_columns(conf, columns, terms)
-    if strategy == "linear":
-        return linear_fusion(values, conf.linear)
-    if strategy == "power":
-        return power_fusion(values, conf.power)
-    missing = [weight_column(t) for t in terms if weight_column(t) not in columns]
-    if missing:
-        raise PipelineError(f"fusion.strategy: dynamic needs the weight columns {missing} (join_segment_weights)")
-    return linear_fusion(values, {t: F.col(weight_column(t)) for t in terms})
+
+    def dynamic_weights() -> dict[str, Column]:
+        missing = [weight_column(t) for t in terms if weight_column(t) not in columns]
+        if missing:
+            raise PipelineError(f"fusion.strategy: dynamic needs the weight columns {missing} (join_segment_weights)")
+        return {t: F.col(weight_column(t)) for t in terms}
+
+    return fuse(conf, strategy, term_columns(conf, columns, terms), dynamic_weights)
 
 
 def fused_scores(conf: FusionConf, frame: pd.DataFrame, *, strategy: Optional[str] = None,
@@ -238,19 +248,14 @@ def fused_scores(conf: FusionConf, frame: pd.DataFrame, *, strategy: Optional[st
         if learned is None:
             raise PipelineError("fusion.strategy: learned needs a trained gate (pipeline fusion-train)")
         return learned.scores(frame, term_arrays(conf, frame, {t: "fusion.terms" for t in learned.spec.terms}))
-    terms = strategy_terms(conf, strategy)
-    values = term_arrays(conf, frame, terms)
-    if strategy == "linear":
-        return linear_fusion(values, conf.linear)
-    if strategy == "power":
-        return power_fusion(values, conf.power)
-    if weights_table is None:
-        raise PipelineError("fusion.strategy: dynamic needs segment weights (pipeline fusion-weights)")
-    segment = conf.dynamic.segment or ""
-    check_columns({segment: "fusion.dynamic.segment"}, frame.columns)
-    weights = segment_weight_arrays(frame[segment].to_numpy(), weights_table, segment=segment,
-                                    default=conf.linear)
-    return linear_fusion(values, weights)
+    def dynamic_weights() -> dict[str, np.ndarray]:
+        if weights_table is None:
+            raise PipelineError("fusion.strategy: dynamic needs segment weights (pipeline fusion-weights)")
+        segment = conf.dynamic.segment or ""
+        check_columns({segment: "fusion.dynamic.segment"}, frame.columns)
+        return segment_weight_arrays(frame[segment].to_numpy(), weights_table, segment=segment, default=conf.linear)
+
+    return fuse(conf, strategy, term_arrays(conf, frame, strategy_terms(conf, strategy)), dynamic_weights)
 
 
 # ---------------------------------------------------------------------------------------------
