@@ -33,9 +33,6 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAMES = ("01_samples_and_quality", "02_train_and_compare", "03_query_scores")
 REQUIRES = {"03_query_scores": "02_train_and_compare"}  # 03 scores with the model 02 registers
 CELL_TIMEOUT_S = 300
-# Each kernel starts a short-lived JVM: C1-only compilation and the serial collector get it going
-# sooner on two cores (about 10 s less per notebook); results do not depend on either.
-FAST_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 WORLD = ["synth.days=5", *TINY_WORLD, "features.categorical=[user_id,item_id,category,device]",
          "features.numeric=[price]", *TINY_MODEL, "training.epochs=2"]
@@ -97,11 +94,10 @@ def set_parameters(nb: nbformat.NotebookNode, values: dict) -> None:
 
 
 def execute(nb: nbformat.NotebookNode) -> None:
-    """Runs every cell in a python3 kernel started in notebooks/ (raises on a failing cell)."""
-    java_options = f"{os.environ.get('JAVA_TOOL_OPTIONS', '')} {FAST_JVM}".strip()
+    """Runs every cell in a python3 kernel started in notebooks/ (raises on a failing cell); its
+    JVM starts with the options of tests/conftest.py's SHORT_LIVED_JVM."""
     NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(
-        env={**os.environ, "JAVA_TOOL_OPTIONS": java_options})
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(env=dict(os.environ))
 
 
 def printed(nb: nbformat.NotebookNode) -> str:

@@ -94,24 +94,6 @@ def test_artifact_and_registry(spark, world, esmm):
 
 
 @pytest.mark.slow
-def test_interrupted_training_resumes_to_the_same_weights(spark, world):
-    cfg = make_cfg(world.storage.root, *WORLD, "training.epochs=2", "training.patience=5",
-                   "model.name=shared_bottom")
-    with pytest.raises(PipelineError, match="stopped after epoch 1"):
-        train_model(spark, cfg, START, END, progress=False, stop_after_epoch=1)
-    assert os.path.exists(os.path.join(cfg.artifacts_path, "_checkpoints", "shared_bottom-20261001-20261002",
-                                       "checkpoint.pt"))
-    resumed = train_model(spark, cfg, START, END, progress=False)
-    straight = train_model(spark, cfg, START, END, progress=False)
-    a = torch.load(os.path.join(resumed.artifact_uri, "weights.pt"), weights_only=True)
-    b = torch.load(os.path.join(straight.artifact_uri, "weights.pt"), weights_only=True)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    assert resumed.epochs_run == straight.epochs_run == 2
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_two_processes_learn_like_one(spark, world, esmm, backend, tmp_path):
     # The command a user runs, its output captured as Airflow or spark-submit capture it (no terminal).
