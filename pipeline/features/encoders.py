@@ -82,16 +82,19 @@ def signed_log1p(column: Column) -> Column:
 
 
 def fit_encoders(samples: DataFrame, features: FeaturesConf) -> Encoders:
-    """Fits vocabularies and numeric statistics on ``samples`` (the training range only)."""
+    """Fits vocabularies and numeric statistics on ``samples`` (the training range only): one
+    Spark job counts the values of every vocabulary feature, one more computes the statistics."""
     hashed = dict(features.hash_buckets)
-    vocabularies = {}
-    for name in features.categorical:
-        if name in hashed:
-            continue
-        counts = (samples.select(F.col(name).cast("string").alias("value")).where(F.col("value").isNotNull())
-                  .groupBy("value").count().where(F.col("count") >= features.min_count)
-                  .orderBy(F.col("count").desc(), F.col("value")))
-        vocabularies[name] = tuple(row["value"] for row in counts.collect())
+    values: dict[str, list[str]] = {name: [] for name in features.categorical if name not in hashed}
+    if values:
+        pairs = samples.select(F.inline(F.array(*[
+            F.struct(F.lit(name).alias("feature"), F.col(name).cast("string").alias("value")) for name in values])))
+        counts = (pairs.where(F.col("value").isNotNull()).groupBy("feature", "value").count()
+                  .where(F.col("count") >= features.min_count)
+                  .orderBy(F.col("feature"), F.col("count").desc(), F.col("value")))
+        for row in counts.collect():
+            values[row["feature"]].append(row["value"])
+    vocabularies = {name: tuple(vocabulary) for name, vocabulary in values.items()}
     stats = {}
     if features.numeric:
         row = samples.agg(*[agg for name in features.numeric for agg in (
