@@ -1,6 +1,7 @@
 """Shared fixtures: one real local Spark session with Delta for the whole run."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 
@@ -51,21 +52,40 @@ def spark(spark_cfg):
 
 
 @pytest.fixture(scope="session")
-def scored_world(spark, tmp_path_factory):
+def score_world_template(spark, tmp_path_factory) -> Config:
+    """The world of tests/scoring/test_score.py (``WORLD`` there) generated and backfilled to
+    10-05, once: the scoring, registry and kill tests each take a copy (``copy_world``)."""
+    from tests.samples.conftest import built_world
+    from tests.scoring.test_score import WORLD
+
+    return built_world(spark, tmp_path_factory.mktemp("score_template"), WORLD, "2026-10-01", "2026-10-05")
+
+
+@pytest.fixture(scope="session")
+def night_world_template(spark, tmp_path_factory) -> Config:
+    """The world of the nightly tests (tests/test_nightly.py ``WORLD``) generated and backfilled to
+    the day before its night, once: the nightly chain and the Airflow DAG's run each take a copy."""
+    from tests.samples.conftest import built_world
+    from tests.test_nightly import NIGHT, WORLD
+
+    return built_world(spark, tmp_path_factory.mktemp("night_template"), WORLD, "2026-10-01",
+                       str(NIGHT - dt.timedelta(days=1)))
+
+
+@pytest.fixture(scope="session")
+def scored_world(spark, score_world_template, tmp_path_factory):
     """The world of tests/scoring/test_score.py (``WORLD`` there) with its samples backfilled to
     10-05, an ESMM model trained on 10-01, and 10-01 and 10-02 scored: ``(cfg, model, rows)``,
     rows the rows scored per date. Session-wide so that tests/test_packaging.py scores it again
     with the packaged environment without training another model."""
-    import datetime as dt
-
     from pipeline.scoring.score import score
     from pipeline.training.train import train_model
 
-    from tests.samples.conftest import built_world
+    from tests.samples.conftest import copy_world
     from tests.scoring.test_score import WORLD
 
     d1, d2 = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
-    cfg = built_world(spark, tmp_path_factory.mktemp("score"), WORLD, "2026-10-01", "2026-10-05")
+    cfg = copy_world(score_world_template, tmp_path_factory.mktemp("score"), WORLD)
     model = train_model(spark, cfg, d1, d1, model_name="esmm", progress=False)
     rows = {date: score(spark, cfg, date).rows for date in (d1, d2)}
     return cfg, model, rows

@@ -10,10 +10,9 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError, PipelineError, RunFailure
 from pipeline.io import delta
 from pipeline.nightly import NightlySummary, StepResult, _run_step
-from pipeline.synth.generate import generate
 
 from tests.conftest import TEST_SPARK_SETTINGS
-from tests.samples.conftest import backfill, make_cfg
+from tests.samples.conftest import copy_world
 from tests.worlds import tiny_world
 
 # Six days of 2,000 exposures; a one-day attribution window makes a day final two days later.
@@ -51,12 +50,9 @@ def test_bad_nightly_keys_are_named():
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
+def world(night_world_template, tmp_path_factory):
     root = tmp_path_factory.mktemp("nightly")
-    cfg = make_cfg(root, *WORLD, f"report.path={root}/report.html")
-    generate(cfg, progress=False)
-    backfill(spark, cfg, "2026-10-01", "2026-10-05")
-    return cfg
+    return copy_world(night_world_template, root, [*WORLD, f"report.path={root}/report.html"])
 
 
 def run(cfg, *sets):

@@ -27,7 +27,7 @@ from pipeline.scoring.score import score
 from pipeline.tables import MODELS_SCHEMA
 from pipeline.training.train import train_model
 
-from tests.samples.conftest import built_world, make_cfg
+from tests.samples.conftest import copy_world, make_cfg
 from tests.scoring.test_score import WORLD, one_line, write_conf
 
 D1, D2, D3 = (dt.date(2026, 10, day) for day in (1, 2, 3))
@@ -99,8 +99,8 @@ def test_metric_names_are_keys_of_the_metrics_json():
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
-    return built_world(spark, tmp_path_factory.mktemp("registry"), WORLD, "2026-10-01", "2026-10-05")
+def world(score_world_template, tmp_path_factory):
+    return copy_world(score_world_template, tmp_path_factory.mktemp("registry"), WORLD)
 
 
 @pytest.fixture(scope="module")

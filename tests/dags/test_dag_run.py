@@ -22,7 +22,7 @@ from pipeline.io import delta
 from pipeline.spark import cache_dir, delta_jar_settings
 
 from tests.dags.test_dag import AIRFLOW_PYTHON, REPO
-from tests.samples.conftest import backfill, make_cfg
+from tests.samples.conftest import copy_world
 from tests.test_nightly import NIGHT, WORLD
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the world, then six tasks, each its own interpreter and JVM
@@ -31,17 +31,14 @@ PYSPARK_BIN = os.path.join(os.path.dirname(sys.executable), "..", "lib", "python
 
 
 @pytest.fixture(scope="module")
-def night(spark, tmp_path_factory) -> dict:
+def night(night_world_template, tmp_path_factory) -> dict:
     subprocess.run(["bash", str(REPO / ".ci" / "airflow_env.sh")], check=True, timeout=600)
     root = tmp_path_factory.mktemp("dag_run")
-    cfg = make_cfg(root, *WORLD, f"report.path={root}/report.html")
+    # The nights before this one, built.
+    cfg = copy_world(night_world_template, root, [*WORLD, f"report.path={root}/report.html"])
     conf_path = root / "conf.yaml"
     conf_path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     assert load_config(str(conf_path)) == cfg
-    generate = subprocess.run([sys.executable, "-m", "pipeline.cli", "generate", "--conf", str(conf_path)],
-                              cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert generate.returncode == 0, generate.stderr[-2000:]
-    backfill(spark, cfg, "2026-10-01", str(NIGHT - dt.timedelta(days=1)))  # the nights before this one
 
     spark_home = os.path.realpath(PYSPARK_BIN)
     variable = {

@@ -22,7 +22,7 @@ from pipeline.io import delta
 from pipeline.scoring.score import score
 from pipeline.training.train import train_model
 
-from tests.samples.conftest import backfill, built_world, make_cfg, table, without_run_id
+from tests.samples.conftest import backfill, copy_world, make_cfg, table, without_run_id
 from tests.scoring.test_score import WORLD
 
 pytestmark = pytest.mark.slow
@@ -31,9 +31,9 @@ START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 5)
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
-    """The score tests' tiny world, built once without interruption: the reference tables."""
-    return built_world(spark, tmp_path_factory.mktemp("faults"), WORLD, str(START), str(END))
+def world(score_world_template, tmp_path_factory):
+    """The score tests' tiny world, built without interruption: the reference tables."""
+    return copy_world(score_world_template, tmp_path_factory.mktemp("faults"), WORLD)
 
 
 def sets(cfg, root):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 
 from pipeline.config import Config, load_config
 from pipeline.io import delta
@@ -34,6 +35,14 @@ def built_world(spark, root, settings, start: str, end: str) -> Config:
     generate(cfg, progress=False)
     backfill(spark, cfg, start, end)
     return cfg
+
+
+def copy_world(source: Config, root, settings) -> Config:
+    """A copy of the world at ``source.storage.root`` (raw logs, truth, tables) under ``root``,
+    with ``settings`` over conf/local.yaml: every path of a world is under its root, and a Delta
+    table's files are relative to its folder, so the copy is a world of its own."""
+    shutil.copytree(source.storage.root, root, dirs_exist_ok=True)
+    return make_cfg(root, *settings)
 
 
 def backfill(spark, cfg: Config, start: str, end: str):
