@@ -248,6 +248,7 @@ def fused_scores(conf: FusionConf, frame: pd.DataFrame, *, strategy: Optional[st
         if learned is None:
             raise PipelineError("fusion.strategy: learned needs a trained gate (pipeline fusion-train)")
         return learned.scores(frame, term_arrays(conf, frame, {t: "fusion.terms" for t in learned.spec.terms}))
+
     def dynamic_weights() -> dict[str, np.ndarray]:
         if weights_table is None:
             raise PipelineError("fusion.strategy: dynamic needs segment weights (pipeline fusion-weights)")
