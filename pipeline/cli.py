@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import datetime as dt
+import importlib
 import os
 import sys
 from typing import Callable, Optional, Sequence
