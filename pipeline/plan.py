@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Optional
 
 from pipeline.confload import require
+from pipeline.models.registry import MODELS
 
 if TYPE_CHECKING:
     from pipeline.config import Config
@@ -47,8 +48,6 @@ class NightlyConf:
                 f"nightly.train_weekday must be a weekday or daily, got {self.train_weekday!r}")
         require(self.train_days >= 1, "nightly.train_days must be >= 1")
         if self.model is not None:
-            from pipeline.models.registry import MODELS
-
             require(self.model in MODELS, f"nightly.model must be one of {', '.join(MODELS)}, got {self.model!r}")
 
 

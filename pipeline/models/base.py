@@ -4,7 +4,7 @@ A model is an ``nn.Module`` whose ``forward(cat, num)`` returns a dict of [B] lo
 ``outputs``). ``probabilities`` turns logits into estimates (``p_ctr``, ``p_cvr``, ``p_ctcvr``,
 ``p_value``); ``losses`` turns logits and a batch into the scalar losses named ``loss_names``.
 Everything outside ``pipeline/models`` (training, scoring, evaluation) talks to models through
-these methods alone, so a new model is one class in one file, added to ``registry.MODELS``.
+these methods alone, so a new model is one class in one file, named in ``registry.MODELS``.
 
 Shape notation: B batch, F categorical fields, N numeric features.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
+from pipeline.models.registry import MODELS
 
 TASKS = ("ctr", "cvr", "value")
 CVR_MODES = ("entire_space", "masked")
@@ -75,8 +76,6 @@ class ModelSpec:
         # Lists from code or JSON become tuples, so that the spec stays hashable.
         for field in ("tasks", "bottom_hidden", "tower_hidden", "expert_hidden"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
-        from pipeline.models.registry import MODELS  # the one list of names (imports torch)
-
         _require(self.name in MODELS, f"model.name: unknown model {self.name!r}; known models: {', '.join(MODELS)}")
         unknown = [t for t in self.tasks if t not in TASKS]
         _require(not unknown and len(set(self.tasks)) == len(self.tasks),

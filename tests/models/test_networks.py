@@ -1,7 +1,10 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from pipeline.models import MODELS
+from pipeline.models import MODELS, model_class
 from tests.models.conftest import INPUTS, build, small_spec, train
 
 OUTPUTS = {
@@ -41,7 +44,15 @@ ESTIMATES = {"ctr_dnn": {"p_ctr"}, "cvr_naive": {"p_cvr"}, "reweight": {"p_ctr"}
 
 def test_the_registry_is_the_one_list_of_models():
     assert list(MODELS) == list(OUTPUTS)
-    assert all(cls.name == name for name, cls in MODELS.items())
+    assert all(model_class(name).name == name for name in MODELS)
+
+
+def test_a_conf_and_the_command_line_load_without_torch():
+    # The registry names the classes without importing them: `pipeline generate`, build-samples
+    # and a conf check start without torch's second or two.
+    code = "import sys, pipeline.cli, pipeline.config; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("name", list(MODELS))
