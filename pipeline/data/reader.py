@@ -108,8 +108,23 @@ def snapshot_files(spark: SparkSession, path: str, version: int, days: Iterable[
         The files sorted by URI (the order fixes the shard assignment); empty when the days hold
         no rows.
     """
-    return sorted((DataFile(uri=petastorm_uri(uri), rows=rows) for uri, rows in delta.file_rows(spark, path, version, days)),
-                  key=lambda f: f.uri)
+    days = tuple(days)
+    return files_of(snapshot_files_by_day(spark, path, version, days), days)
+
+
+def snapshot_files_by_day(spark: SparkSession, path: str, version: int,
+                          days: Iterable[dt.date]) -> dict[dt.date, tuple[DataFile, ...]]:
+    """``snapshot_files`` of each of ``days`` (a day without rows maps to no files), listed in
+    one Spark job; each day's files sorted by URI."""
+    by_day: dict[dt.date, list[DataFile]] = {day: [] for day in days}
+    for uri, day, rows in delta.file_rows(spark, path, version, list(by_day)):
+        by_day[day].append(DataFile(uri=petastorm_uri(uri), rows=rows))
+    return {day: tuple(sorted(files, key=lambda f: f.uri)) for day, files in by_day.items()}
+
+
+def files_of(by_day: Mapping[dt.date, Sequence[DataFile]], days: Iterable[dt.date]) -> list[DataFile]:
+    """The files of ``days`` in ``by_day``, sorted by URI (the order fixes the shard assignment)."""
+    return sorted((file for day in days for file in by_day[day]), key=lambda f: f.uri)
 
 
 def row_group_rows(files: Sequence[DataFile]) -> list[int]:

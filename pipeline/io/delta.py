@@ -216,13 +216,14 @@ def read_table(spark: SparkSession, path: str, version: Optional[int] = None) ->
     return reader.load(path)
 
 
-def file_rows(spark: SparkSession, path: str, version: int, days: Iterable[dt.date]) -> list[tuple[str, int]]:
-    """``(file URI as Spark reports it, rows)`` of each active Parquet file of the table at ``path``
-    pinned at ``version``, restricted to the ``dt`` partitions in ``days`` (one small aggregate)."""
+def file_rows(spark: SparkSession, path: str, version: int, days: Iterable[dt.date]) -> list[tuple[str, dt.date, int]]:
+    """``(file URI as Spark reports it, its dt, rows)`` of each active Parquet file of the table at
+    ``path`` pinned at ``version``, restricted to the ``dt`` partitions in ``days`` (one small
+    aggregate)."""
     table = read_table(spark, path, version).where(dates_predicate(days))
     # Delta resolves the snapshot's files; _metadata.file_path names the file each row came from.
-    counts = table.groupBy(F.col("_metadata.file_path").alias("uri")).count().collect()
-    return [(row["uri"], int(row["count"])) for row in counts]
+    counts = table.groupBy(F.col("_metadata.file_path").alias("uri"), "dt").count().collect()
+    return [(row["uri"], row["dt"], int(row["count"])) for row in counts]
 
 
 def register_table(spark: SparkSession, database: Optional[str], name: str, path: str) -> None:

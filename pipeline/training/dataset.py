@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Config
-from pipeline.data import Columns, read_batches, snapshot_files
+from pipeline.data import Columns, DataFile, files_of, read_batches, snapshot_files, snapshot_files_by_day
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders, encode, fit_encoders
 from pipeline.io import delta
@@ -49,6 +50,16 @@ class TrainingSet:
     split: Split
     encoders: Encoders
     priors: dict[str, float] = field(default_factory=dict)  # initial output biases (``output_priors``)
+    # The snapshot's files of every split day, listed once when the set is built; empty: listed
+    # when asked for.
+    files_by_day: Mapping[dt.date, tuple[DataFile, ...]] = field(default_factory=dict)
+
+    def files(self, spark: SparkSession, days: Iterable[dt.date]) -> list[DataFile]:
+        """The snapshot's files of ``days`` (``pipeline.data.snapshot_files``)."""
+        days = tuple(days)
+        if all(day in self.files_by_day for day in days):
+            return files_of(self.files_by_day, days)
+        return snapshot_files(spark, self.path, self.version, days)
 
 
 def split_dates(start: dt.date, end: dt.date, validation_days: int, test_days: int) -> Split:
@@ -78,7 +89,8 @@ def build_training_set(spark: SparkSession, cfg: Config, split: Split) -> Traini
     path = cfg.table_path("training_set")
     version = delta.replace_partitions(encoded, path, split.all)
     delta.register_table(spark, cfg.storage.database, "training_set", path)
-    return TrainingSet(path=path, version=version, split=split, encoders=encoders, priors=label_priors(train))
+    return TrainingSet(path=path, version=version, split=split, encoders=encoders, priors=label_priors(train),
+                       files_by_day=snapshot_files_by_day(spark, path, version, split.all))
 
 
 def label_priors(samples: DataFrame) -> dict[str, float]:
@@ -110,7 +122,7 @@ def load_arrays(spark: SparkSession, training_set: TrainingSet, days: tuple[dt.d
     Returns:
         ``cat`` [N, F] int64, ``num`` [N, M] float32, the labels [N] float32, and the keys [N].
     """
-    files = snapshot_files(spark, training_set.path, training_set.version, days)
+    files = training_set.files(spark, days)
     columns = Columns.for_encoders(training_set.encoders, LABELS, keys=KEYS)
     parts = list(read_batches(files, columns=columns, batch_size=READ_BATCH_ROWS))
     if not parts:

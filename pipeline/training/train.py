@@ -38,7 +38,7 @@ from pyspark.sql import functions as F
 from pipeline import console, runs, tracking
 from pipeline.config import Config, TrainingConf
 from pipeline.confload import to_dict
-from pipeline.data import Columns, DataFile, read_batches, shard_batches, snapshot_files
+from pipeline.data import Columns, DataFile, read_batches, shard_batches
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders, encode, encoded_arrays
 from pipeline.io import delta
@@ -150,7 +150,7 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
              cfg.training.backend if num_proc > 1 else "none")
     training_set = build_training_set(spark, cfg, split)
     log.info("training set: %s version %d", training_set.path, training_set.version)
-    files = {part: tuple(snapshot_files(spark, training_set.path, training_set.version, days))
+    files = {part: tuple(training_set.files(spark, days))
              for part, days in (("train", split.train), ("validation", split.validation))}
 
     model_id = runs.new_id(name, end)

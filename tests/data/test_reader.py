@@ -12,8 +12,9 @@ import torch
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipeline.data.reader import (Columns, DataFile, assign_row_groups, open_batches, petastorm_uri, read_batches,
-                                  rebatch, row_group_rows, shard_batches, shard_rows, snapshot_files, to_arrays)
+from pipeline.data.reader import (Columns, DataFile, assign_row_groups, files_of, open_batches, petastorm_uri,
+                                  read_batches, rebatch, row_group_rows, shard_batches, shard_rows, snapshot_files,
+                                  snapshot_files_by_day, to_arrays)
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.training.backends import BACKENDS
@@ -106,6 +107,10 @@ def test_snapshot_files_are_the_active_files_of_the_days(spark, uneven):
     assert sum(f.rows for f in only_d2) == TOTAL // 2  # odd ids
     assert {f.uri for f in only_d2} < {f.uri for f in files}
     assert snapshot_files(spark, path, version, [D3]) == []
+    # Listed once for several days: the same files, day by day.
+    by_day = snapshot_files_by_day(spark, path, version, [D1, D2, D3])
+    assert list(by_day[D2]) == only_d2 and by_day[D3] == ()
+    assert files_of(by_day, [D1, D2]) == files
 
 
 def test_two_shards_read_every_row_once_per_epoch(uneven):
