@@ -123,8 +123,9 @@ def snapshot_files_by_day(spark: SparkSession, path: str, version: int,
 
 
 def files_of(by_day: Mapping[dt.date, Sequence[DataFile]], days: Iterable[dt.date]) -> list[DataFile]:
-    """The files of ``days`` in ``by_day``, sorted by URI (the order fixes the shard assignment)."""
-    return sorted((file for day in days for file in by_day[day]), key=lambda f: f.uri)
+    """The files of ``days`` in ``by_day``, each once, sorted by URI (the order fixes the shard
+    assignment)."""
+    return sorted((file for day in dict.fromkeys(days) for file in by_day[day]), key=lambda f: f.uri)
 
 
 def row_group_rows(files: Sequence[DataFile]) -> list[int]:

@@ -110,7 +110,7 @@ def test_snapshot_files_are_the_active_files_of_the_days(spark, uneven):
     # Listed once for several days: the same files, day by day.
     by_day = snapshot_files_by_day(spark, path, version, [D1, D2, D3])
     assert list(by_day[D2]) == only_d2 and by_day[D3] == ()
-    assert files_of(by_day, [D1, D2]) == files
+    assert files_of(by_day, [D1, D2]) == files == snapshot_files(spark, path, version, [D2, D1, D2])
 
 
 def test_two_shards_read_every_row_once_per_epoch(uneven):
