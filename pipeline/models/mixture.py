@@ -5,9 +5,11 @@ Shape notation: B batch, F categorical fields, N numeric features, E experts, H 
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from pipeline.models.modules import Experts, ExtractionLayer, Gate, SharedInput, Tower, mix
+from pipeline.models.modules import (
+    Experts, ExtractionLayer, Gate, SharedInput, Tower, joint_linear, mix, mix_per_task)
 from pipeline.models.shared_bottom import MultiTaskModel
 from pipeline.models.spec import Inputs, ModelSpec
 
@@ -35,9 +37,12 @@ class MixtureOfExperts(MultiTaskModel):
         """Mixes the experts for each task, then applies the towers: ``{task: [B] logits}``."""
         x = self.input(cat, num)  # [B, I]
         experts = self.experts(x)  # [B, E, H]
-        mixed = [mix(gate(x), experts) for gate in self.gates]  # T (MMoE) or 1 (OMoE) x [B, H]
-        if len(mixed) == 1:  # OMoE: every task reads the same mixture
-            mixed = mixed * len(self.towers)
+        logits = joint_linear([gate.linear for gate in self.gates], x)  # [B, G * E], G gates
+        gates = torch.softmax(logits.view(len(x), len(self.gates), -1), dim=-1)  # [B, G, E]
+        if len(self.gates) == 1:  # OMoE: every task reads the same mixture
+            mixed = [mix(gates[:, 0], experts)] * len(self.towers)  # T x [B, H]
+        else:
+            mixed = mix_per_task(gates, experts).unbind(1)  # [B, T, H] -> T x [B, H]
         return {task: tower(h) for (task, tower), h in zip(self.towers.items(), mixed)}
 
     def shared_parameters(self) -> list[nn.Parameter]:

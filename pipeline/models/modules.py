@@ -192,7 +192,15 @@ class Experts(nn.Module):
         Returns:
             [B, E, H] expert outputs.
         """
-        return torch.stack([expert(x) for expert in self.experts], dim=1)  # E x [B, H] -> [B, E, H]
+        # The first layer of every expert in one matrix product over the shared input: the same
+        # weights (each expert keeps its own), one product of E times the width instead of E
+        # narrow ones and a stack.
+        first = self.experts[0].layers
+        h = first[2](first[1](joint_linear([expert.layers[0] for expert in self.experts], x)))  # [B, E * H1]
+        if len(first) == 3:  # one hidden layer: the experts' outputs side by side
+            return h.view(len(x), self.num_experts, -1)  # [B, E, H]
+        parts = h.chunk(self.num_experts, dim=1)  # E x [B, H1]
+        return torch.stack([expert.layers[3:](part) for expert, part in zip(self.experts, parts)], dim=1)
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         """Parameters of the last Linear layer of every expert."""
@@ -222,6 +230,29 @@ class Gate(nn.Module):
             [B, E] weights, each row sums to 1.
         """
         return torch.softmax(self.linear(x), dim=-1)  # [B, E]
+
+
+def joint_linear(linears: Sequence[nn.Linear], x: Tensor) -> Tensor:
+    """Every linear layer of ``linears`` over the same ``x`` [B, I], in one matrix product:
+    [B, sum of their outputs], each layer's outputs in turn."""
+    weight = torch.cat([linear.weight for linear in linears])  # [O, I]
+    bias = torch.cat([linear.bias for linear in linears])  # [O]
+    return torch.addmm(bias, x, weight.t())  # [B, O]
+
+
+def mix_per_task(gates: Tensor, experts: Tensor) -> Tensor:
+    """Gate-weighted sums of the same expert outputs, one per gate.
+
+    Args:
+        gates: [B, T, E] weights.
+        experts: [B, E, H] outputs.
+
+    Returns:
+        [B, T, H].
+    """
+    # One batched product for all gates: about half the time of T broadcast products (``mix``)
+    # with their backward; a batched product per gate ([B, 1, E] x [B, E, H]) is slower than both.
+    return torch.bmm(gates, experts)
 
 
 def mix(gate: Tensor, experts: Tensor) -> Tensor:

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from pipeline.models.modules import (
-    MLP, Dropout, Experts, ExtractionLayer, FusedEmbedding, Gate, PairwiseInteraction, SharedInput, Tower)
+    MLP, Dropout, Experts, ExtractionLayer, FusedEmbedding, Gate, PairwiseInteraction, SharedInput, Tower,
+    joint_linear, mix, mix_per_task)
 from tests.models.conftest import CARDINALITIES
 
 
@@ -41,6 +42,23 @@ def test_blocks_report_their_output_dim():
     gate = Gate(12, 3)(x)
     assert gate.shape == (4, 3) and torch.allclose(gate.sum(-1), torch.ones(4))
     assert Tower(12, [8], 0.0)(x).shape == (4,)
+
+
+def test_experts_and_gates_computed_together_equal_each_on_its_own():
+    torch.manual_seed(0)
+    x = torch.randn(6, 12)
+    for hidden in ([8], [8, 5]):  # one hidden layer (side by side), more (the rest per expert)
+        experts = Experts(3, 12, hidden, 0.0)
+        each = torch.stack([expert(x) for expert in experts.experts], dim=1)  # [B, E, H]
+        assert torch.allclose(experts(x), each, atol=1e-6)
+    linears = [nn.Linear(12, 3), nn.Linear(12, 4)]
+    assert torch.allclose(joint_linear(linears, x), torch.cat([linear(x) for linear in linears], dim=1), atol=1e-6)
+    gates = torch.softmax(torch.randn(6, 2, 3), dim=-1)  # [B, T, E]
+    outputs = experts(x)
+    mixed = mix_per_task(gates, outputs)
+    assert mixed.shape == (6, 2, 5)
+    for task in range(2):
+        assert torch.allclose(mixed[:, task], mix(gates[:, task], outputs), atol=1e-6)
 
 
 def test_shared_input_concatenates_embeddings_numerics_and_interaction():
