@@ -63,7 +63,7 @@ class ModelSpec:
     num_shared_experts: int = 2
     num_task_experts: int = 2
     ple_layers: int = 2
-    dropout: float = 0.1
+    dropout: float = 0.0
     interaction: bool = True
     wide: bool = True
     reweight_conversion: float = 5.0
