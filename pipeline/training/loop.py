@@ -81,8 +81,7 @@ def make_optimizers(model: RankingModel, weighting: LossWeighting, conf: Trainin
         return [{"params": part, "lr": lr * size, "wide": is_wide, **options}
                 for part, is_wide in zip(parts, (False, True)) if part]
 
-    # fused: one kernel over all the dense parameters instead of a few per parameter (a third of
-    # the optimizer's time at these sizes).
+    # fused: one kernel over all the dense parameters instead of several per parameter.
     optimizers = {"dense": torch.optim.AdamW(groups(dense, conf.learning_rate, weight_decay=conf.weight_decay),
                                              fused=True)}
     if embeddings:
