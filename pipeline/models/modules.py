@@ -166,6 +166,11 @@ class MLP(nn.Module):
         linears = [m for m in self.layers if isinstance(m, nn.Linear)]
         return list(linears[-1].parameters()) if linears else []
 
+    def split_first(self) -> tuple[nn.Linear, nn.Sequential, nn.Sequential]:
+        """The first hidden layer's Linear, its ReLU and Dropout (no parameters), and the layers
+        after them (empty with one hidden layer): ``self(x) == rest(activation(linear(x)))``."""
+        return self.layers[0], self.layers[1:3], self.layers[3:]
+
 
 class Experts(nn.Module):
     """E independent MLPs over the same input.
@@ -195,12 +200,12 @@ class Experts(nn.Module):
         # The first layer of every expert in one matrix product over the shared input: the same
         # weights (each expert keeps its own), one product of E times the width instead of E
         # narrow ones and a stack.
-        first = self.experts[0].layers
-        h = first[2](first[1](joint_linear([expert.layers[0] for expert in self.experts], x)))  # [B, E * H1]
-        if len(first) == 3:  # one hidden layer: the experts' outputs side by side
+        linears, activations, rests = zip(*(expert.split_first() for expert in self.experts))
+        h = activations[0](joint_linear(linears, x))  # [B, E * H1]; the activation is the same for all
+        if not len(rests[0]):  # one hidden layer: the experts' outputs side by side
             return h.view(len(x), self.num_experts, -1)  # [B, E, H]
         parts = h.chunk(self.num_experts, dim=1)  # E x [B, H1]
-        return torch.stack([expert.layers[3:](part) for expert, part in zip(self.experts, parts)], dim=1)
+        return torch.stack([rest(part) for rest, part in zip(rests, parts)], dim=1)  # [B, E, H]
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         """Parameters of the last Linear layer of every expert."""
