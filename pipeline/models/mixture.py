@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pipeline.models.modules import (
-    Experts, ExtractionLayer, Gate, SharedInput, Tower, joint_linear, mix, mix_per_task)
+from pipeline.models.experts import Experts, ExtractionLayer, Gate, joint_linear, mix, mix_per_task
+from pipeline.models.modules import SharedInput, Tower
 from pipeline.models.shared_bottom import MultiTaskModel
 from pipeline.models.spec import Inputs, ModelSpec
 

@@ -396,7 +396,3 @@ def as_text(values: pd.Series) -> pd.Series:
     """Values as text, missing ones kept missing (Spark's cast to string)."""
     values = values.astype(object)
     return values.where(values.isna(), values.astype(str))
-
-
-# ---------------------------------------------------------------------------------------------
-# Offline comparison

@@ -3,9 +3,8 @@ import itertools
 import torch
 from torch import nn
 
-from pipeline.models.modules import (
-    MLP, Dropout, Experts, ExtractionLayer, FusedEmbedding, Gate, PairwiseInteraction, SharedInput, Tower,
-    joint_linear, mix, mix_per_task)
+from pipeline.models.experts import Experts, ExtractionLayer, Gate, joint_linear, mix, mix_per_task
+from pipeline.models.modules import MLP, Dropout, FusedEmbedding, PairwiseInteraction, SharedInput, Tower
 from tests.models.conftest import CARDINALITIES
 
 
