@@ -95,7 +95,7 @@ def set_parameters(nb: nbformat.NotebookNode, values: dict) -> None:
 
 def execute(nb: nbformat.NotebookNode) -> None:
     """Runs every cell in a python3 kernel started in notebooks/ (raises on a failing cell); its
-    JVM starts with the options of tests/conftest.py's SHORT_LIVED_JVM."""
+    JVM starts with the short-lived JVM options (tests/jvm.py)."""
     NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(env=dict(os.environ))
 
