@@ -8,10 +8,11 @@ reading, parsing and verifying them from the jars (measured on the kill, CLI and
 tests: 181 -> 155 s). The session's own JVM runs the whole suite, which C2 makes faster, so it
 starts without them.
 
-The archive is made once per set of jars (a ``build-samples`` run on a tiny generated world that
-dumps its classes at exit: about 30 s) and kept in ``$MTRANK_CACHE/cds`` with the two made before it. A JVM whose class path differs from
-the one it was made with (``spark-submit``'s launcher, a worker of another Spark home) cannot use
-it and starts as without it; its CDS messages are switched off, so nothing is printed about it.
+The archive is made once per set of jars (a ``build-samples`` run on the tiny world that dumps
+its classes at exit: about 30 s) and kept in ``$MTRANK_CACHE/cds`` with the two made before it. A
+JVM whose class path differs from the one it was made with (``spark-submit``'s launcher, a worker
+of another Spark home) cannot use it and starts as without it; its CDS messages are switched off,
+so nothing is printed about it.
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from typing import Optional
 import pyspark
 
 from pipeline.spark import cache_dir
+
+from tests.conftest import TEST_SPARK_SETTINGS
+from tests.worlds import TINY_WORLD
 
 SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 QUIET_CDS = "-Xlog:cds=off,cds+dynamic=off"
@@ -44,12 +48,14 @@ def class_archive(ivy_jars: list[str]) -> Optional[str]:
     if os.path.exists(path):
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.partial-{os.getpid()}"  # moved into place once complete
     with tempfile.TemporaryDirectory(prefix="cds-") as work:
-        partial = os.path.join(os.path.dirname(path), f".partial-{os.getpid()}.jsa")
         if _dump_classes(work, partial):
             os.replace(partial, path)
             _keep_newest(os.path.dirname(path), KEPT_ARCHIVES)
             return path
+    if os.path.exists(partial):
+        os.remove(partial)
     print(f"no class archive made at {path}: the short-lived JVMs start without it", file=sys.stderr)
     return None
 
@@ -72,9 +78,7 @@ def _jars_key(ivy_jars: list[str]) -> str:
 
 def _dump_classes(work: str, archive: str) -> bool:
     """Runs build-samples on a tiny generated world in a JVM that writes ``archive`` at exit."""
-    settings = [f"storage.root={work}", "synth.days=2", "synth.exposures_per_day=500", "synth.num_users=50",
-                "synth.num_items=30", "labels.attribution_window_days=1", "labels.max_delay_days=2",
-                "spark.conf.spark.ui.enabled=false", "spark.conf.spark.sql.shuffle.partitions=2"]
+    settings = [f"storage.root={work}", *TEST_SPARK_SETTINGS, "synth.days=2", *TINY_WORLD]
     args = [arg for item in settings for arg in ("--set", item)]
     env = {**os.environ, "JAVA_TOOL_OPTIONS": f"{SHORT_LIVED_JVM} -XX:ArchiveClassesAtExit={archive} {QUIET_CDS}"}
     for command in (["generate", "-q"], ["build-samples", "--start", "2026-10-01", "--end", "2026-10-02", "-q"]):
