@@ -28,7 +28,7 @@ airflow-env:
 	@bash .ci/airflow_env.sh
 
 test: env airflow-env
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2
 
 bench: env
 	$(VENV)/bin/python bench/generate.py

@@ -1,6 +1,7 @@
 """Shared fixtures: one real local Spark session with Delta for the whole run."""
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import os
@@ -16,6 +17,44 @@ TEST_SPARK_SETTINGS = [
     "spark.conf.spark.ui.enabled=false",
     "spark.conf.spark.sql.shuffle.partitions=2",
 ]
+
+
+# The modules that share a session-wide world below, by the world's name.
+WORLD_USERS = {
+    "tests/scoring/test_score.py": "score_world", "tests/test_registry.py": "score_world",
+    "tests/faults/test_kill.py": "score_world", "tests/test_packaging.py": "score_world",
+    "tests/test_nightly.py": "night_world", "tests/dags/test_dag_run.py": "night_world",
+}
+
+
+def unit_of_work(nodeid: str) -> str:
+    """What one worker of ``pytest -n`` runs whole: a test module, or the modules sharing a world,
+    so that every fixture is built once and a module's tests run in their order."""
+    module = nodeid.split("::")[0]
+    return WORLD_USERS.get(module, module)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``pytest -n 2`` (make test) hands out ``unit_of_work``s in the collection's order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of_work(nodeid)
+
+    config.option.loadscopereorder = False  # pytest_collection_modifyitems below orders them
+    return UnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The units of work with the most ``slow`` tests first, so that no worker of ``pytest -n`` is
+    left alone with a long one at the end (a stable sort: the rest keep the collection's order)."""
+    units = collections.defaultdict(list)
+    for item in items:
+        units[unit_of_work(item.nodeid)].append(item)
+    def slow_tests(unit: str) -> int:
+        return sum(item.get_closest_marker("slow") is not None for item in units[unit])
+    items[:] = [item for unit in sorted(units, key=slow_tests, reverse=True) for item in units[unit]]
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ so nothing is printed about it.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -43,21 +44,28 @@ def short_lived_jvm_options(ivy_jars: list[str]) -> str:
 
 def class_archive(ivy_jars: list[str]) -> Optional[str]:
     """The cached archive for Spark's jars and ``ivy_jars`` (the Delta jars), made on a miss;
-    None when it could not be made (the JVMs then start without it)."""
+    None when it could not be made (the JVMs then start without it). Test processes that miss it
+    together (the workers of ``pytest -n``) make it once: the others wait on a lock."""
     path = os.path.join(cache_dir(), "cds", f"spark-{_jars_key(ivy_jars)}.jsa")
-    if os.path.exists(path):
-        return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(path) or _make_class_archive(path):
+            return path
+    print(f"no class archive made at {path}: the short-lived JVMs start without it", file=sys.stderr)
+    return None
+
+
+def _make_class_archive(path: str) -> bool:
     partial = f"{path}.partial-{os.getpid()}"  # moved into place once complete
     with tempfile.TemporaryDirectory(prefix="cds-") as work:
         if _dump_classes(work, partial):
             os.replace(partial, path)
             _keep_newest(os.path.dirname(path), KEPT_ARCHIVES)
-            return path
+            return True
     if os.path.exists(partial):
         os.remove(partial)
-    print(f"no class archive made at {path}: the short-lived JVMs start without it", file=sys.stderr)
-    return None
+    return False
 
 
 def _keep_newest(folder: str, count: int) -> None:
@@ -65,6 +73,8 @@ def _keep_newest(folder: str, count: int) -> None:
                       key=os.path.getmtime, reverse=True)
     for old in archives[count:]:
         os.remove(old)
+        if os.path.exists(f"{old}.lock"):
+            os.remove(f"{old}.lock")
 
 
 def _jars_key(ivy_jars: list[str]) -> str:

@@ -88,6 +88,7 @@ def test_final_labels_equal_the_truth_for_every_impression(spark, generated):
     assert samples.groupBy("impression_id").count().where("count > 1").count() == 0
 
 
+@pytest.mark.slow
 def test_same_run_twice_gives_identical_tables(spark, generated):
     cfg, first = generated
     samples_before = without_run_id(table(spark, cfg, "samples", first.samples_version))
@@ -107,6 +108,7 @@ def test_same_run_twice_gives_identical_tables(spark, generated):
     assert table(spark, cfg, "samples", first.samples_version).count() == samples_before.count()
 
 
+@pytest.mark.slow
 def test_late_conversions_update_earlier_partitions(spark, tmp_path):
     cfg = make_cfg(tmp_path, "synth.days=6", "synth.exposures_per_day=3000", "synth.cvr=0.4",
                    "synth.conversion_delay_hours=36")
@@ -141,6 +143,7 @@ def test_bad_inputs_fail_with_a_clear_message(spark, tmp_path):
     assert not delta.is_table(spark, cfg.table_path("samples"))  # nothing written
 
 
+@pytest.mark.slow
 def test_incomplete_input_is_refused_before_anything_is_written(spark, tmp_path):
     """A missing source, a missing success marker, a renamed field, a dropped feature column:
     each is one line naming the source and date, and the tables keep their version."""
@@ -189,6 +192,7 @@ def test_incomplete_input_is_refused_before_anything_is_written(spark, tmp_path)
             "raw.may_be_empty=[conversions]")
 
 
+@pytest.mark.slow
 def test_a_missed_night_heals_on_the_next_one(spark, generated, tmp_path):
     """Nights D and D+2 (D+1 missed) leave exactly the tables of a backfill to D+2."""
     source, _ = generated
@@ -242,6 +246,7 @@ def delta_version(spark, cfg):
     return current_version(spark, cfg.table_path("samples"))
 
 
+@pytest.mark.slow
 def test_parquet_and_gzip_sources(spark, tmp_path):
     for name, extra in (("parquet", "raw.format=parquet"), ("gzip", "synth.gzip=true")):
         cfg = make_cfg(tmp_path / name, "synth.days=2", "synth.exposures_per_day=500", extra)
@@ -261,6 +266,7 @@ def test_parquet_and_gzip_sources(spark, tmp_path):
             assert from_delta.counts == summary.counts
 
 
+@pytest.mark.slow
 def test_cli_and_spark_submit(spark, spark_cfg, tmp_path):
     cfg = make_cfg(tmp_path, "synth.days=2", "synth.exposures_per_day=300")
     generate(cfg, progress=False)
