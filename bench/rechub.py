@@ -45,7 +45,7 @@ from pipeline.spark import get_spark  # noqa: E402
 from pipeline import metrics  # noqa: E402
 from pipeline.training.dataset import batches, to_tensors  # noqa: E402
 from pipeline.training.evaluate import predict  # noqa: E402
-from pipeline.training.train import model_inputs, train_in_memory  # noqa: E402
+from pipeline.training.process import model_inputs, train_in_memory  # noqa: E402
 
 # torch-rechub's output columns and the labels each is trained on, per model.
 RECHUB_TASKS = {"esmm": ("cvr", "ctr", "ctcvr"), "mmoe": ("ctr", "ctcvr")}

@@ -28,7 +28,8 @@ from pipeline.spark import get_spark
 from pipeline.synth.generate import generate
 from pipeline.training.backends import BACKENDS
 from pipeline.training.dataset import build_training_set, load_arrays, split_dates, to_tensors
-from pipeline.training.train import model_inputs, train_in_memory, train_model
+from pipeline.training.process import model_inputs, train_in_memory
+from pipeline.training.train import train_model
 
 
 def in_memory_samples_per_second(spark, cfg, name: str, start: dt.date, end: dt.date) -> float:

@@ -32,7 +32,7 @@ from pipeline.synth.truth import TRUTH_COLUMNS
 from pipeline.tables import LABELS
 from pipeline.training.dataset import KEYS, batches, label_priors, to_tensors
 from pipeline.training.evaluate import evaluate, predict
-from pipeline.training.train import model_inputs, train_in_memory
+from pipeline.training.process import model_inputs, train_in_memory
 
 SPLITS = ("train", "validation", "test")
 # What a result row reports per task: (metrics key, row prefix).

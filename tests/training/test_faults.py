@@ -17,7 +17,8 @@ from pipeline.models.base import output_priors
 from pipeline.training.backends import BACKENDS
 from pipeline.training.distributed import _job_failure
 from pipeline.training.loop import CHECKPOINT
-from pipeline.training.train import train_in_memory, train_model
+from pipeline.training.process import train_in_memory
+from pipeline.training.train import train_model
 
 from tests.models.conftest import INPUTS, small_spec, toy_data
 from tests.samples.conftest import built_world, make_cfg
