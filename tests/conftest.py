@@ -19,7 +19,9 @@ TEST_SPARK_SETTINGS = [
 ]
 
 
-# The modules that share a session-wide world below, by the world's name.
+# The session-wide worlds below, by their fixtures, and the modules that use them.
+WORLD_FIXTURES = {"score_world_template": "score_world", "scored_world": "score_world",
+                  "night_world_template": "night_world"}
 WORLD_USERS = {
     "tests/scoring/test_score.py": "score_world", "tests/test_registry.py": "score_world",
     "tests/faults/test_kill.py": "score_world", "tests/test_packaging.py": "score_world",
@@ -48,10 +50,15 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_collection_modifyitems(config, items):
     """The units of work with the most ``slow`` tests first, so that no worker of ``pytest -n`` is
-    left alone with a long one at the end (a stable sort: the rest keep the collection's order)."""
+    left alone with a long one at the end (a stable sort: the rest keep the collection's order).
+    A module that uses a world's fixtures but is not among its ``WORLD_USERS`` is a usage error."""
     units = collections.defaultdict(list)
     for item in items:
-        units[unit_of_work(item.nodeid)].append(item)
+        unit = unit_of_work(item.nodeid)
+        for world in {WORLD_FIXTURES[name] for name in item.fixturenames if name in WORLD_FIXTURES} - {unit}:
+            raise pytest.UsageError(f"{item.nodeid} uses the {world} fixtures: add its module to WORLD_USERS "
+                                    f"in tests/conftest.py")
+        units[unit].append(item)
     def slow_tests(unit: str) -> int:
         return sum(item.get_closest_marker("slow") is not None for item in units[unit])
     items[:] = [item for unit in sorted(units, key=slow_tests, reverse=True) for item in units[unit]]
