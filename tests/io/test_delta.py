@@ -1,4 +1,5 @@
 import datetime as dt
+import os
 
 import pytest
 from pyspark.testing import assertDataFrameEqual
@@ -75,6 +76,21 @@ def test_register_table_in_database(spark, tmp_path):
     with pytest.raises(PipelineError, match="bad catalog name"):
         delta.register_table(spark, "db; DROP", "scores", path)
     delta.register_table(spark, None, "scores", path)  # no database: nothing to do
+
+
+def test_current_version_is_the_history_s_latest(spark, tmp_path):
+    """The commit files' listing agrees with the table's history past a checkpoint (every 10
+    commits), with the log's other files beside the commits (checksums, checkpoints)."""
+    from delta.tables import DeltaTable
+
+    path = str(tmp_path / "t")
+    for i in range(12):
+        assert delta.replace_partitions(rows(spark, (f"r{i}", i, D1)), path, [D1]) == i
+    assert delta.insert_rows(rows(spark, ("new", 0, D2)), path, key="id") == 12
+    assert delta.current_version(spark, path) == DeltaTable.forPath(spark, path).history(1).first()["version"] == 12
+    assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(os.path.join(path, "_delta_log")))
+    with pytest.raises(PipelineError, match="no Delta table at"):
+        delta.current_version(spark, str(tmp_path / "missing"))
 
 
 def test_read_table_on_a_missing_table(spark, tmp_path):
