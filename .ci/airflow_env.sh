@@ -2,8 +2,8 @@
 # Creates .venv-airflow, the environment for the Airflow DAG (dags/) and its tests, when it is
 # missing or stale. Airflow cannot share .venv: its dependencies clash with the project's pins.
 # Idempotent: a stamp keyed on this file makes a second run take milliseconds.
-# pip downloads are cached in pip's own cache ($PIP_CACHE_DIR, default ~/.cache/pip), outside
-# the repo. First run: 2 to 4 min on 2 cores (about 660 MB installed).
+# Installed with uv (.ci/uv.sh), whose cache ($UV_CACHE_DIR, default ~/.cache/uv) is outside the
+# repo. First run: 2 to 4 min on 2 cores (about 660 MB installed); a new clone: seconds.
 #
 # Versions: Airflow's published constraints file for a release is the reference for
 # production installs; set AIRFLOW_CONSTRAINTS to it (a path or URL) to use it. Without it,
@@ -18,10 +18,10 @@ SPARK_PROVIDER_VERSION=6.3.4
 stamp=$VENV/.ready-$(sha1sum .ci/airflow_env.sh | cut -c1-12)
 
 if [ -f "$stamp" ]; then exit 0; fi
-echo "[airflow-env] creating $VENV (Airflow $AIRFLOW_VERSION; first run: 2 to 4 min)"
-[ -x $VENV/bin/python ] || "$PYTHON" -m venv $VENV
+echo "[airflow-env] creating $VENV (Airflow $AIRFLOW_VERSION; first run: 2 to 4 min, a new clone: seconds)"
+source .ci/uv.sh
+[ -x $VENV/bin/python ] || "$UV" venv -q --python "$PYTHON" $VENV
 PY=$VENV/bin/python
-$PY -m pip install -q --upgrade pip
 
 constraints=${AIRFLOW_CONSTRAINTS:-}
 if [ -z "$constraints" ]; then
@@ -54,7 +54,7 @@ attrs==26.1.0
 cryptography==50.0.2
 EOF
 fi
-$PY -m pip install -q -c "$constraints" \
+"$UV" pip install -q --python $PY -c "$constraints" \
   "apache-airflow==$AIRFLOW_VERSION" "apache-airflow-providers-apache-spark==$SPARK_PROVIDER_VERSION"
 home=$(mktemp -d)  # importing airflow writes under AIRFLOW_HOME
 AIRFLOW_HOME=$home $PY -c "import airflow, airflow.providers.apache.spark as s; print('[airflow-env] ok: airflow', airflow.__version__, 'spark provider', s.__version__)"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Creates the project's virtual environment (.venv) when it is missing or stale.
-# Heavy artifacts live outside the repo so a second run takes seconds:
-#   pip downloads        -> $PIP_CACHE_DIR      (default ~/.cache/pip)
-#   Horovod wheel        -> $MTRANK_CACHE/wheels (default ~/.cache/mtrank)
-#   Spark's jar cache    -> $MTRANK_CACHE/ivy    (set by pipeline/spark.py)
+# Creates the project's virtual environment (.venv) when it is missing or stale, with uv
+# (.ci/uv.sh). Heavy artifacts live outside the repo so a second run takes seconds:
+#   downloads, unpacked      -> $UV_CACHE_DIR         (default ~/.cache/uv)
+#   Horovod, pyspark wheels  -> $MTRANK_CACHE/wheels  (default ~/.cache/mtrank), built once
+#   Spark's jar cache        -> $MTRANK_CACHE/ivy     (set by pipeline/spark.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,13 +16,15 @@ stamp_key=$(cat pyproject.toml .ci/bootstrap.sh | sha1sum | cut -c1-12)
 stamp=$VENV/.ready-$stamp_key
 
 if [ -f "$stamp" ]; then exit 0; fi
-echo "[setup] creating $VENV (first run: about 8 min for downloads and the Horovod build; later runs: seconds)"
+echo "[setup] creating $VENV (first run: about 8 min for downloads and the Horovod build; a new clone: seconds)"
 mkdir -p "$CACHE/wheels"
-[ -x $VENV/bin/python ] || "$PYTHON" -m venv $VENV
+source .ci/uv.sh
+[ -x $VENV/bin/python ] || "$UV" venv -q --seed --python "$PYTHON" $VENV
 PY=$VENV/bin/python
-$PY -m pip install -q --upgrade pip wheel "setuptools>=77"
+install() { "$UV" pip install -q --python $PY --find-links "$CACHE/wheels" "$@"; }
+install --upgrade pip wheel "setuptools>=77"
 # torch first: Horovod compiles against it.
-$PY -m pip install -q "torch==$TORCH_VERSION" "numpy<2" cloudpickle psutil pyyaml packaging
+install "torch==$TORCH_VERSION" "numpy<2" cloudpickle psutil pyyaml packaging
 
 wheel=$(ls "$CACHE"/wheels/horovod-$HOROVOD_VERSION-*.whl 2>/dev/null | head -1 || true)
 if [ -z "$wheel" ]; then
@@ -42,8 +44,14 @@ if [ -z "$wheel" ]; then
   rm -rf "$src"
   wheel=$(ls "$CACHE"/wheels/horovod-$HOROVOD_VERSION-*.whl | head -1)
 fi
-$PY -m pip install -q --no-deps "$wheel"
-$PY -m pip install -q -e ".[dev]"
+# pyspark is published as a source archive only, which uv would build again for every new .venv
+# (about 20 s): its wheel is built once into $CACHE/wheels, where install() finds it.
+pyspark_version=$(sed -n 's/^ *"pyspark==\([^"]*\)",$/\1/p' pyproject.toml)
+if ! ls "$CACHE"/wheels/pyspark-"$pyspark_version"-*.whl >/dev/null 2>&1; then
+  $PY -m pip wheel -q --no-deps "pyspark==$pyspark_version" -w "$CACHE/wheels"
+fi
+install --no-deps "$wheel"
+install -e ".[dev]"
 $PY -c "import horovod.torch, pyspark, delta, petastorm, torch; print('[setup] ok: torch', torch.__version__, 'pyspark', pyspark.__version__, 'horovod', horovod.__version__)"
 rm -f $VENV/.ready-*
 touch "$stamp"
