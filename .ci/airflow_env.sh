@@ -54,7 +54,7 @@ attrs==26.1.0
 cryptography==50.0.2
 EOF
 fi
-"$UV" pip install -q --python $PY -c "$constraints" \
+"$UV" pip install -q --python $PY --compile-bytecode -c "$constraints" \
   "apache-airflow==$AIRFLOW_VERSION" "apache-airflow-providers-apache-spark==$SPARK_PROVIDER_VERSION"
 home=$(mktemp -d)  # importing airflow writes under AIRFLOW_HOME
 AIRFLOW_HOME=$home $PY -c "import airflow, airflow.providers.apache.spark as s; print('[airflow-env] ok: airflow', airflow.__version__, 'spark provider', s.__version__)"

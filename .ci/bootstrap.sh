@@ -21,7 +21,9 @@ mkdir -p "$CACHE/wheels"
 source .ci/uv.sh
 [ -x $VENV/bin/python ] || "$UV" venv -q --seed --python "$PYTHON" $VENV
 PY=$VENV/bin/python
-install() { "$UV" pip install -q --python $PY --find-links "$CACHE/wheels" "$@"; }
+# Bytecode compiled at install, as pip does (uv does not by default): a process that may not write
+# it (PYTHONDONTWRITEBYTECODE) would otherwise compile torch again at every import.
+install() { "$UV" pip install -q --python $PY --compile-bytecode --find-links "$CACHE/wheels" "$@"; }
 install --upgrade pip wheel "setuptools>=77"
 # torch first: Horovod compiles against it.
 install "torch==$TORCH_VERSION" "numpy<2" cloudpickle psutil pyyaml packaging
