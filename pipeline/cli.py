@@ -126,7 +126,7 @@ def _plan(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.spark import get_spark
 
     date = _one_date(args)
-    plan = plan_night(cfg, date, has_champion(get_spark(cfg, app_name="mtrank-plan"), cfg))
+    plan = plan_night(cfg, date, has_champion(lambda: get_spark(cfg, app_name="mtrank-plan"), cfg))
     print(plan.line(), file=sys.stderr)  # for people; stdout is the JSON alone, for the DAG
     print(plan.to_json())
     return 0

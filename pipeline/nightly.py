@@ -71,7 +71,7 @@ def run_nightly(spark: SparkSession, cfg: Config, date: dt.date) -> NightlySumma
     from pipeline.scoring.score import score
     from pipeline.training.train import train_model
 
-    plan = plan_night(cfg, date, has_champion(spark, cfg))
+    plan = plan_night(cfg, date, has_champion(lambda: spark, cfg))
     jobs: dict[str, Callable[[], object]] = {  # the steps, in order
         "build-samples": lambda: build_nightly(spark, cfg, plan.build_samples),  # it decides how far back
         "train": lambda: train_model(spark, cfg, plan.train.start, plan.train.end, model_name=plan.train.model),

@@ -162,10 +162,12 @@ def _registered(models: DataFrame) -> Optional[RegisteredModel]:
     return RegisteredModel(**rows[0].asDict()) if rows else None
 
 
-def has_champion(spark: SparkSession, cfg: Config) -> bool:
+def has_champion(session: Callable[[], SparkSession], cfg: Config) -> bool:
     """Whether the registry holds a champion, the model ``score`` uses by default (a registry whose
-    models cannot score, or have never passed the gate, gets a training on the next night)."""
-    return find_champion(spark, cfg) is not None
+    models cannot score, or have never passed the gate, gets a training on the next night).
+    MLflow is asked first: ``session()`` (a Spark session, started if none runs) is called to check
+    the champion's row only when MLflow names one, so a first night's plan starts no JVM."""
+    return tracking.find_champion(cfg) is not None and find_champion(session(), cfg) is not None
 
 
 def find_champion(spark: SparkSession, cfg: Config) -> Optional[RegisteredModel]:

@@ -7,6 +7,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.plan import label_delay_days, plan_night, train_due, training_window
+from pipeline.registry import has_champion
 
 from tests.conftest import TEST_SPARK_SETTINGS
 
@@ -55,7 +56,7 @@ def test_plan_of_a_night():
     assert plan_night(load_config(), SUNDAY, True).train.model == "esmm"  # model.name by default
 
 
-def test_plan_command_prints_one_json_line(spark, tmp_path, capsys):
+def test_plan_command_prints_one_json_line(tmp_path, capsys):
     sets = [f"--set={s}" for s in (*TEST_SPARK_SETTINGS, f"storage.root={tmp_path}")]
     assert main(["plan", "--date", "2026-10-06", *sets]) == 0
     captured = capsys.readouterr()
@@ -63,6 +64,13 @@ def test_plan_command_prints_one_json_line(spark, tmp_path, capsys):
     plan = json.loads(line)
     assert plan["train"]["due"] is True and plan["train"]["reason"] == "no champion model yet"
     assert captured.err.startswith("plan 2026-10-06: build-samples, train esmm on 2026-09-17..2026-09-30 ")
+
+
+def test_a_night_without_a_champion_is_planned_without_spark(tmp_path):
+    def no_session():
+        raise AssertionError("a Spark session was asked for")
+
+    assert has_champion(no_session, load_config(None, [f"storage.root={tmp_path}"])) is False
 
 
 @pytest.mark.parametrize("args", [[], ["--date", "2026-10-06", "--start", "2026-09-01", "--end", "2026-09-02"],
