@@ -78,9 +78,12 @@ def _keep_newest(folder: str, count: int) -> None:
 
 
 def _jars_key(ivy_jars: list[str]) -> str:
-    """What the archive is valid for: the JVM, the options, and every jar (path, size, mtime)."""
+    """What the archive is valid for: the JVM, the options, and every jar (path, size, mtime). Only
+    the jars: a folder beside them (``jars/connect-repl``) is not on the class path, and its mtime is
+    the install's, where the jars of a ``.venv`` linked from the installer's cache keep theirs."""
     spark_jars = os.path.join(os.path.dirname(pyspark.__file__), "jars")
-    jars = sorted(os.path.join(spark_jars, name) for name in os.listdir(spark_jars)) + sorted(ivy_jars)
+    jars = sorted(os.path.join(spark_jars, name) for name in os.listdir(spark_jars) if name.endswith(".jar"))
+    jars += sorted(ivy_jars)
     stats = [(jar, os.stat(jar).st_size, os.stat(jar).st_mtime_ns) for jar in jars]
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
     return hashlib.sha1(repr((java, SHORT_LIVED_JVM, stats)).encode()).hexdigest()[:12]
