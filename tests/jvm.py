@@ -33,7 +33,7 @@ from tests.worlds import TINY_WORLD
 
 SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 QUIET_CDS = "-Xlog:cds=off,cds+dynamic=off"
-KEPT_ARCHIVES = 3  # about 180 MB each; every fresh clone's .venv has jars of its own, hence its own archive
+KEPT_ARCHIVES = 3  # about 180 MB each; one per checkout path (its .venv's jars are linked from uv's cache)
 
 
 def short_lived_jvm_options(ivy_jars: list[str]) -> str:
