@@ -167,7 +167,11 @@ def has_champion(session: Callable[[], SparkSession], cfg: Config) -> bool:
     models cannot score, or have never passed the gate, gets a training on the next night).
     MLflow is asked first: ``session()`` (a Spark session, started if none runs) is called to check
     the champion's row only when MLflow names one, so a first night's plan starts no JVM."""
-    return tracking.find_champion(cfg) is not None and find_champion(session(), cfg) is not None
+    champion = tracking.find_champion(cfg)
+    if champion is None:
+        return False
+    _champion_row(session(), cfg, champion)  # raises when the table lacks it
+    return True
 
 
 def find_champion(spark: SparkSession, cfg: Config) -> Optional[RegisteredModel]:
@@ -177,8 +181,11 @@ def find_champion(spark: SparkSession, cfg: Config) -> Optional[RegisteredModel]
         PipelineError: the table lacks the champion's row (a table that MLflow's model is not mirrored in).
     """
     champion = tracking.find_champion(cfg)
-    if champion is None:
-        return None
+    return None if champion is None else _champion_row(spark, cfg, champion)
+
+
+def _champion_row(spark: SparkSession, cfg: Config, champion: tracking.Champion) -> RegisteredModel:
+    """The models table's row of MLflow's ``champion`` (``find_champion``'s error when it is missing)."""
     models = read_models(spark, cfg)
     found = None if models is None else _registered(models.where(F.col("model_id") == F.lit(champion.model_id)))
     if found is None:
