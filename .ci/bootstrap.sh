@@ -49,6 +49,7 @@ fi
 # pyspark is published as a source archive only, which uv would build again for every new .venv
 # (about 20 s): its wheel is built once into $CACHE/wheels, where install() finds it.
 pyspark_version=$(sed -n 's/^ *"pyspark==\([^"]*\)",$/\1/p' pyproject.toml)
+[ -n "$pyspark_version" ] || { echo "[setup] no \"pyspark==<version>\", line in pyproject.toml's dependencies" >&2; exit 1; }
 if ! ls "$CACHE"/wheels/pyspark-"$pyspark_version"-*.whl >/dev/null 2>&1; then
   $PY -m pip wheel -q --no-deps "pyspark==$pyspark_version" -w "$CACHE/wheels"
 fi
