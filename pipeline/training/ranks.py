@@ -6,8 +6,9 @@ averaging, weight sync, uneven ends), as a null object for one process; each bac
 (``pipeline.training.backends``) subclasses it.
 
 A job of several ranks never hangs the night: ``Watchdog`` cancels its Spark jobs once it passes
-its time limit, or when a rank failed and the others have not ended ``FAILED_RANK_GRACE_S``
-later. A rank that raises leaves a record of its error (``errors_recorded``), so the job fails
+its time limit, when a rank failed and the others have not ended ``FAILED_RANK_GRACE_S``
+later, or when its ranks all returned (``RESULTS`` written) and its Spark job has not ended
+``LATE_END_GRACE_S`` later; the run then returns the results written. A rank that raises leaves a record of its error (``errors_recorded``), so the job fails
 with that error in one line (``recorded_failure``): ``PipelineError`` when the rank raised one
 (its input is wrong), ``RunFailure`` otherwise. Ranks that failed only because another one did
 (the backend's own "a peer is gone" error) record that as a shutdown, not as a cause.
@@ -19,6 +20,7 @@ import glob
 import json
 import math
 import os
+import pickle
 import threading
 import time
 import traceback
@@ -33,6 +35,11 @@ T = TypeVar("T")
 
 # Seconds the ranks get to end after one of them failed, before the job is cancelled.
 FAILED_RANK_GRACE_S = 30.0
+# Seconds a job gets to end after its ranks all returned, before it is cancelled: torchrun's
+# agents can wait 300 s on their exit barrier once the ranks are done (docs/backends.md).
+LATE_END_GRACE_S = 30.0
+# What rank 0 writes into the error folder once every rank returned: their results, by rank.
+RESULTS = "results.pkl"
 
 
 class SingleProcess:
@@ -62,8 +69,10 @@ def time_limit_failure(seconds: float) -> RunFailure:
 
 class Watchdog(threading.Thread):
     """Calls ``cancel`` (which cancels the job's Spark jobs, killing the tasks' Python workers and
-    with them the ranks) past a deadline, or a while after a rank recorded its failure (the others
-    may hang rather than fail); ``reason`` says which ("time_limit", "failed_rank")."""
+    with them the ranks) past a deadline, a while after a rank recorded its failure (the others
+    may hang rather than fail), or a while after the ranks' results were written (the job is done
+    but its launcher has not ended); ``reason`` says which ("time_limit", "failed_rank",
+    "late_end")."""
 
     def __init__(self, name: str, cancel: Callable[[], None], time_limit_s: Optional[float],
                  error_dir: Optional[str]) -> None:
@@ -74,13 +83,20 @@ class Watchdog(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        failed_at = math.inf
+        failed_at = returned_at = math.inf
         while not self._stopped.wait(1.0):
             now = time.monotonic()
             if failed_at == math.inf and self.error_dir and glob.glob(os.path.join(self.error_dir, "rank-*.json")):
                 failed_at = now
-            if now > self.deadline or now > failed_at + FAILED_RANK_GRACE_S:
-                self.reason = "time_limit" if now > self.deadline else "failed_rank"
+            if returned_at == math.inf and self.error_dir and os.path.exists(os.path.join(self.error_dir, RESULTS)):
+                returned_at = now
+            if now > self.deadline:
+                self.reason = "time_limit"
+            elif now > failed_at + FAILED_RANK_GRACE_S:
+                self.reason = "failed_rank"
+            elif now > returned_at + LATE_END_GRACE_S:
+                self.reason = "late_end"
+            if self.reason:
                 break
         # Again until the run has returned, in case its job had not started yet.
         while self.reason and not self._stopped.is_set():
@@ -124,6 +140,21 @@ def errors_recorded(error_dir: str, rank: str, shutdown: tuple[type[BaseExceptio
             json.dump(record, fh)
         os.replace(tmp, os.path.join(error_dir, f"rank-{rank}.json"))  # never read half-written
         raise
+
+
+def write_results(error_dir: str, results: list) -> None:
+    """Writes the ranks' ``results`` (by rank) as ``<error_dir>/RESULTS``, never half-written."""
+    os.makedirs(error_dir, exist_ok=True)
+    tmp = os.path.join(error_dir, f".{RESULTS}")
+    with open(tmp, "wb") as fh:
+        pickle.dump(results, fh)
+    os.replace(tmp, os.path.join(error_dir, RESULTS))
+
+
+def read_results(error_dir: str) -> list:
+    """The ranks' results ``write_results`` wrote."""
+    with open(os.path.join(error_dir, RESULTS), "rb") as fh:
+        return pickle.load(fh)
 
 
 def error_records(error_dir: Optional[str]) -> list[tuple[str, dict]]:

@@ -20,11 +20,17 @@ A job is bounded and fails in one line as with Horovod (``ranks.Watchdog``, the 
 its Spark job is cancelled past ``training.time_limit_minutes``, or ``FAILED_RANK_GRACE_S`` after
 a rank failed; ``training.stall_seconds`` is the process group's timeout, so a rank waiting that
 long for the others in a collective fails (``PeerLost``) instead of waiting for the time limit.
+
+A job also ends on time once its ranks are done: rank 0 writes every rank's results into the
+error folder (``ranks.RESULTS``); torchrun's agents can then still wait up to 300 s on their exit
+barrier before the Spark job ends (seen in about one test run in five here), so a job not ended
+``LATE_END_GRACE_S`` after the results were written is cancelled and returns them.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import sys
 import uuid
@@ -36,7 +42,11 @@ from torch import nn
 from torch.distributed.algorithms.join import Join, Joinable, JoinHook
 
 from pipeline.errors import RunFailure
-from pipeline.training.ranks import SingleProcess, Watchdog, errors_recorded, first_line, job_failure
+from pipeline.training import ranks
+from pipeline.training.ranks import (RESULTS, SingleProcess, Watchdog, errors_recorded, first_line, job_failure,
+                                     read_results, write_results)
+
+log = logging.getLogger(__name__)
 
 
 class PeerLost(RuntimeError):
@@ -192,7 +202,9 @@ def run_with_torch_distributor(fn: Callable[..., Any], *, num_proc: int, args: S
         fn: a top-level function; ``TorchRanks()`` inside it is its process group.
         num_proc: processes (Spark tasks of one barrier job); at most the free task slots.
         args, kwargs: its arguments (pickled to the processes).
-        error_dir: a folder every process can write; see ``run_on_spark``.
+        error_dir: a folder every process can write; see ``run_on_spark``. Rank 0 also writes the
+            results there, so that a job whose ranks returned ends on time (without it, the run
+            returns when TorchDistributor does).
         time_limit_s: wall-clock seconds the whole job may take; past them it is cancelled.
         stall_seconds: the process group's timeout: a rank that waits this long for the others in
             a collective fails. None: torch's default (30 minutes for gloo).
@@ -216,10 +228,22 @@ def run_with_torch_distributor(fn: Callable[..., Any], *, num_proc: int, args: S
     # TorchDistributor: one Spark task per process, torchrun for one process in each (the
     # executors' path, also in local[N]); GPUs when Spark gives the tasks some.
     distributor = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=_tasks_have_gpus(context))
+    if error_dir and os.path.exists(os.path.join(error_dir, RESULTS)):
+        os.remove(os.path.join(error_dir, RESULTS))  # an earlier run's
+
+    def job() -> list[Any]:
+        try:
+            return distributor.run(_run_rank, payload, list(sys.path), error_dir, stall_seconds)
+        except Exception:
+            if watchdog.reason != "late_end":
+                raise
+            log.warning("the ranks returned, but TorchDistributor's job had not ended %.0f s later "
+                        "(torchrun's exit barrier): cancelled it", ranks.LATE_END_GRACE_S)
+            return read_results(error_dir)
+
     context.addJobTag(tag)  # this thread's jobs from here on: the run's barrier job
     try:
-        return watchdog.guard(lambda: distributor.run(_run_rank, payload, list(sys.path), error_dir, stall_seconds),
-                              lambda exc, reason: _job_failure(exc, error_dir, reason, time_limit_s, stall_seconds))
+        return watchdog.guard(job, lambda exc, reason: _job_failure(exc, error_dir, reason, time_limit_s, stall_seconds))
     finally:
         context.removeJobTag(tag)
 
@@ -250,6 +274,8 @@ def _run_rank(payload: bytes, driver_path: list[str], error_dir: Optional[str],
             results = [None] * dist.get_world_size()
             with _collective():
                 dist.all_gather_object(results, result)
+            if error_dir and dist.get_rank() == 0:
+                write_results(error_dir, results)  # every rank returned: the job is done
             return results
         finally:
             dist.destroy_process_group()

@@ -1,7 +1,10 @@
 """The training backends with 2 processes on local Spark: the ranks' collectives (sums, gradient
-averaging, uneven ends), and a failing rank failing the job with its error in one line. Reading
+averaging, uneven ends), a failing rank failing the job with its error in one line, and a job
+ending once its ranks returned. Reading
 every row once, learning like one process, resume: tests/data/test_reader.py and test_train.py;
 a hung rank and the time limit: test_faults.py."""
+import os
+import signal
 import subprocess
 import sys
 import typing
@@ -11,6 +14,7 @@ import torch
 
 from pipeline.config import TrainingConf, load_config
 from pipeline.errors import RunFailure
+from pipeline.training import ranks as ranks_module
 from pipeline.training.backends import BACKENDS
 
 
@@ -44,8 +48,8 @@ def probe(backend: str) -> dict:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_two_ranks_sum_average_and_end_uneven_shards_together(spark, backend):
-    results = BACKENDS[backend].run(probe, num_proc=2, args=(backend,))
+def test_two_ranks_sum_average_and_end_uneven_shards_together(spark, backend, tmp_path):
+    results = BACKENDS[backend].run(probe, num_proc=2, args=(backend,), error_dir=str(tmp_path))
     assert [r["rank"] for r in results] == [0, 1]
     assert all(r["size"] == 2 and r["sum"] == 3.0 for r in results)
     # Step 1 averages gradients 1 and 2: w = -1.5. Step 2 is rank 1's alone; rank 0, out of
@@ -67,3 +71,30 @@ def test_a_failing_rank_fails_the_job_with_its_error(spark, tmp_path, backend):
     # A rank's error is a failed run (exit status 1); only a PipelineError it raises stays one.
     with pytest.raises(RunFailure, match="^training failed on rank-1: ValueError: rank 1 cannot read its shard$"):
         BACKENDS[backend].run(fail_on_rank_one, num_proc=2, args=(backend,), error_dir=str(tmp_path))
+
+
+def return_and_hold_the_launcher(backend: str, folder: str) -> int:
+    """One rank: returns its rank at once; rank 0 first starts a process that keeps its torchrun's
+    output open, so that its Spark task does not end after the ranks returned, as when torchrun's
+    agents wait on their exit barrier. The holder's pid is written to ``folder/holder.pid``."""
+    ranks = BACKENDS[backend].ranks()
+    if ranks.rank == 0:
+        holder = subprocess.Popen(["sleep", "900"], start_new_session=True)
+        with open(os.path.join(folder, "holder.pid"), "w", encoding="utf-8") as fh:
+            fh.write(str(holder.pid))
+    return ranks.rank
+
+
+def test_a_job_whose_ranks_returned_ends_though_its_launcher_has_not(spark, tmp_path, monkeypatch, pipeline_log):
+    monkeypatch.setattr(ranks_module, "LATE_END_GRACE_S", 3.0)
+    errors = tmp_path / "errors"
+    try:
+        # Without the watchdog's late end, the time limit would fail the run.
+        results = BACKENDS["torch_distributor"].run(return_and_hold_the_launcher, num_proc=2,
+                                                    args=("torch_distributor", str(tmp_path)),
+                                                    error_dir=str(errors), time_limit_s=150)
+    finally:
+        if (tmp_path / "holder.pid").exists():
+            os.kill(int((tmp_path / "holder.pid").read_text()), signal.SIGKILL)
+    assert results == [0, 1]
+    assert "TorchDistributor's job had not ended 3 s later (torchrun's exit barrier): cancelled it" in pipeline_log.text
