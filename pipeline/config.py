@@ -36,6 +36,8 @@ def _local_spark_settings() -> Mapping[str, str]:
         # many files open at once instead of sorting its rows by dt first.
         "spark.sql.maxConcurrentOutputFileWriters": "8",
         "spark.ui.showConsoleProgress": "false",
+        # Python workers forked with torch, pyarrow and pandas already imported (pipeline/spark_daemon.py).
+        "spark.python.daemon.module": "pipeline.spark_daemon",
     })
 
 

@@ -107,7 +107,11 @@ def test_spark_submit_runs_score_with_the_archive_and_the_zip(package, spark, sp
     cfg, model, _ = scored_world
     date = dt.date(2026, 10, 2)
     conf = tmp_path / "conf.yaml"
-    conf.write_text(yaml.safe_dump(to_dict(cfg)))
+    settings = to_dict(cfg)
+    # The code reaches the executor by --py-files, after its Python daemon starts: Spark's own
+    # daemon, as a cluster's conf has it (pipeline/spark_daemon.py).
+    del settings["spark"]["conf"]["spark.python.daemon.module"]
+    conf.write_text(yaml.safe_dump(settings))
     scores = cfg.table_path("scores")
     version = delta.current_version(spark, scores)
 
