@@ -11,10 +11,14 @@ It must be importable when an executor starts its daemon: true where the project
 ``--py-files`` only, which Spark puts on a worker's path after the daemon has started. Such a
 cluster's conf leaves the setting out (conf/cluster.example.yaml does).
 """
-import pyarrow  # noqa: F401  (before torch, as Petastorm advises for the two together)
-import pandas  # noqa: F401
-import torch  # noqa: F401
+import importlib
+
 from pyspark.daemon import manager
+
+PRELOADED = ("pyarrow", "pandas", "torch")  # pyarrow before torch, as Petastorm advises for the two
+
+for _name in PRELOADED:
+    importlib.import_module(_name)
 
 if __name__ == "__main__":
     manager()
