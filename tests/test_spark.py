@@ -51,3 +51,14 @@ def test_spark_submit_respects_the_submitters_master_and_conf(spark, spark_cfg):
     assert facts["shuffle_partitions"] == "7"
     assert facts["delta_version"] == "4.0.1"
     assert facts["session_time_zone"] == "UTC"
+
+
+def modules_loaded(_) -> list:
+    """In a Python worker: whether the heavy libraries were imported before its task."""
+    return [all(name in sys.modules for name in ("pyarrow", "pandas", "torch"))]
+
+
+def test_python_workers_start_with_torch_imported(spark):
+    # The local default forks the workers from pipeline/spark_daemon.py, which imported them once.
+    assert spark.sparkContext.getConf().get("spark.python.daemon.module") == "pipeline.spark_daemon"
+    assert spark.sparkContext.parallelize([0], 1).mapPartitions(modules_loaded).collect() == [True]
