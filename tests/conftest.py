@@ -9,6 +9,11 @@ import os
 import pytest
 
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")  # pyspark.testing imports pandas-on-Spark
+# One intra-op thread for torch in every test process and the processes they start (read when
+# torch is first imported): ``make test``'s two workers share two cores with their Spark JVMs, and
+# a process training with two threads there took about 3 times the CPU and the wall time of one
+# thread for the same steps of a small network (OpenMP threads spinning on a busy core).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pipeline.config import Config, load_config
 
