@@ -8,9 +8,10 @@ averaging, weight sync, uneven ends), as a null object for one process; each bac
 A job of several ranks never hangs the night: ``Watchdog`` cancels its Spark jobs once it passes
 its time limit, when a rank failed and the others have not ended ``FAILED_RANK_GRACE_S``
 later, or when its ranks all returned (``RESULTS`` written) and its Spark job has not ended
-``LATE_END_GRACE_S`` later; the run then returns the results written. A rank that raises leaves a record of its error (``errors_recorded``), so the job fails
-with that error in one line (``recorded_failure``): ``PipelineError`` when the rank raised one
-(its input is wrong), ``RunFailure`` otherwise. Ranks that failed only because another one did
+``LATE_END_GRACE_S`` later; the run then returns the results written. A rank that raises
+leaves a record of its error (``errors_recorded``), so the job fails with that error in one line
+(``recorded_failure``): ``PipelineError`` when the rank raised one (its input is wrong),
+``RunFailure`` otherwise. Ranks that failed only because another one did
 (the backend's own "a peer is gone" error) record that as a shutdown, not as a cause.
 """
 from __future__ import annotations
