@@ -228,8 +228,9 @@ def run_with_torch_distributor(fn: Callable[..., Any], *, num_proc: int, args: S
     # TorchDistributor: one Spark task per process, torchrun for one process in each (the
     # executors' path, also in local[N]); GPUs when Spark gives the tasks some.
     distributor = TorchDistributor(num_processes=num_proc, local_mode=False, use_gpu=_tasks_have_gpus(context))
-    if error_dir and os.path.exists(os.path.join(error_dir, RESULTS)):
-        os.remove(os.path.join(error_dir, RESULTS))  # an earlier run's
+    if error_dir:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(error_dir, RESULTS))  # an earlier run's
 
     def job() -> list[Any]:
         try:

@@ -1,8 +1,7 @@
 """The training backends with 2 processes on local Spark: the ranks' collectives (sums, gradient
 averaging, uneven ends), a failing rank failing the job with its error in one line, and a job
-ending once its ranks returned. Reading
-every row once, learning like one process, resume: tests/data/test_reader.py and test_train.py;
-a hung rank and the time limit: test_faults.py."""
+ending once its ranks returned. Reading every row once, learning like one process, resume:
+tests/data/test_reader.py and test_train.py; a hung rank and the time limit: test_faults.py."""
 import os
 import signal
 import subprocess
