@@ -8,6 +8,7 @@ settings win, and the conf file only fills in settings the submitter left unset.
 """
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import sys
@@ -79,22 +80,38 @@ def get_spark(cfg: Config, app_name: str | None = None):
 
     builder = SparkSession.builder.appName(app_name or cfg.spark.app_name)
     if under_spark_submit():
-        submitted = _submitted_settings()
+        for key, value in session_settings(cfg, _submitted_settings()).items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
     else:
-        submitted = {}
         # Executors' Python workers must run this interpreter (the venv with torch, horovod).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         if cfg.spark.master.startswith("local"):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: stay on loopback
         builder = builder.master(cfg.spark.master)
-        for key, value in delta_jar_settings(cfg, os.path.join(cache_dir(), "ivy")).items():
-            builder = builder.config(key, value)
         builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J2_FILE}")
-    for key, value in session_settings(cfg, submitted).items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+        for key, value in session_settings(cfg, {}).items():
+            builder = builder.config(key, value)
+        spark = _started_with_delta_jars(cfg, builder)
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     return spark
+
+
+def _started_with_delta_jars(cfg: Config, builder):
+    """``builder``'s session with ``delta_jar_settings`` of the project's jar cache. A first run
+    resolves the jars into the cache while it holds the cache's lock; a process starting then
+    waits, and finds them cached (Ivy's cache is not safe for two processes resolving at once:
+    on a fresh machine one of ``make test``'s two workers failed to start its session)."""
+    ivy_dir = os.path.join(cache_dir(), "ivy")
+    os.makedirs(ivy_dir, exist_ok=True)
+    with open(os.path.join(ivy_dir, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        jars = delta_jar_settings(cfg, ivy_dir)
+        for key, value in jars.items():
+            builder = builder.config(key, value)
+        if "spark.jars.packages" in jars:
+            return builder.getOrCreate()
+    return builder.getOrCreate()
 
 
 def session_facts(spark) -> dict[str, str]:
