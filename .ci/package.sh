@@ -40,6 +40,11 @@ if [ -z "$horovod_wheel" ]; then
 fi
 
 mkdir -p dist "$CACHE/envs"
+for stale in "$CACHE"/envs/.partial-*; do  # a build killed outright (SIGKILL) leaves its partial archive
+  [ -e "$stale" ] || continue
+  pid=${stale##*/.partial-}
+  kill -0 "${pid%%-*}" 2>/dev/null || rm -f "$stale"
+done
 rm -f dist/mtrank-*.whl dist/mtrank-*.zip "$ARCHIVE"
 
 # The code: the wheel, and the same file as a zip. A wheel is a zip with pipeline/ at its root,
