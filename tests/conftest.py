@@ -87,14 +87,16 @@ def spark_cfg(tmp_path_factory) -> Config:
 
 @pytest.fixture(scope="session")
 def spark(spark_cfg):
-    from pipeline.spark import get_spark
+    from pipeline.spark import cache_dir, delta_jar_settings, get_spark
 
     from tests.jvm import short_lived_jvm_options
 
     session = get_spark(spark_cfg, app_name="mtrank-tests")
     # Every other JVM a test starts lives for seconds (tests/jvm.py); the session's own runs the suite.
-    jars = session.sparkContext.getConf().get("spark.jars", "")
-    options = short_lived_jvm_options([jar for jar in jars.split(",") if jar])
+    # They start with the cached Delta jars, which the session's start has resolved if they were not
+    # (the session itself then lists them as file: URIs).
+    jars = delta_jar_settings(spark_cfg, os.path.join(cache_dir(), "ivy"))["spark.jars"]
+    options = short_lived_jvm_options(jars.split(","))
     os.environ["JAVA_TOOL_OPTIONS"] = f"{os.environ.get('JAVA_TOOL_OPTIONS', '')} {options}".strip()
     yield session
     session.stop()

@@ -1,9 +1,11 @@
+import fcntl
 import os
 import subprocess
 import sys
+import threading
 
 from pipeline.config import load_config
-from pipeline.spark import (DELTA_PACKAGE, cache_dir, delta_jar_settings, session_facts,
+from pipeline.spark import (DELTA_PACKAGE, cache_dir, delta_jar_settings, get_spark, session_facts,
                             session_settings)
 
 
@@ -26,6 +28,20 @@ def test_delta_jars_come_from_conf_then_cache_then_maven(tmp_path):
     assert delta_jar_settings(cfg, str(tmp_path))["spark.jars"].count(".jar") == 3
     offline = load_config(None, ["spark.delta_jars=[/opt/a.jar, /opt/b.jar]"])
     assert delta_jar_settings(offline, str(tmp_path)) == {"spark.jars": "/opt/a.jar,/opt/b.jar"}
+
+
+def test_a_session_starts_only_while_no_other_holds_the_jar_cache(spark, spark_cfg):
+    """The lock a first run resolves the Delta jars under: a session waits while it is held (here
+    by the test, as by another process resolving them), then starts with the cached jars."""
+    started = []
+    with open(os.path.join(cache_dir(), "ivy", ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        starting = threading.Thread(target=lambda: started.append(get_spark(spark_cfg)))
+        starting.start()
+        starting.join(timeout=2)
+        assert starting.is_alive() and not started  # waiting on the lock
+    starting.join(timeout=60)
+    assert started == [spark]
 
 
 def test_submitter_settings_win_over_the_conf():
