@@ -16,12 +16,15 @@ The ranks also get Horovod's stall check (``HOROVOD_STALL_*`` from ``stall_secon
 horovod 0.28.1 with the gloo controller was seen neither to warn nor to shut down while one rank
 slept outside any collective (80 s, with ``horovodrun`` as with Spark): the time limit is what
 bounds a hung rank. Every way a job fails ends in one line: ``PipelineError`` when a rank raised
-one (its input is wrong), ``RunFailure`` otherwise.
+one (its input is wrong), ``RunFailure`` otherwise, and nothing else is printed: the failure
+Horovod's own thread re-raises as it ends is left unprinted (``_horovod_thread_errors_unprinted``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Callable, Optional, Sequence
+import threading
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -118,10 +121,33 @@ def run_on_spark(fn: Callable[..., Any], *, num_proc: int, args: Sequence[Any] =
     watchdog = Watchdog(group, lambda: context.cancelJobGroup(group), time_limit_s, error_dir)
     guarded = (_record_errors, (fn, error_dir, *args)) if error_dir else (fn, tuple(args))
     # Horovod: gloo controller (no MPI needed on executors).
-    return watchdog.guard(lambda: horovod.spark.run(guarded[0], args=tuple(guarded[1]), kwargs=kwargs or {},
-                                                    num_proc=num_proc, start_timeout=start_timeout, use_gloo=True,
-                                                    env=env, verbose=0),
-                          lambda exc, reason: _job_failure(exc, error_dir, reason, time_limit_s, stall_seconds))
+    with _horovod_thread_errors_unprinted():
+        return watchdog.guard(lambda: horovod.spark.run(guarded[0], args=tuple(guarded[1]), kwargs=kwargs or {},
+                                                        num_proc=num_proc, start_timeout=start_timeout,
+                                                        use_gloo=True, env=env, verbose=0),
+                              lambda exc, reason: _job_failure(exc, error_dir, reason, time_limit_s, stall_seconds))
+
+
+@contextlib.contextmanager
+def _horovod_thread_errors_unprinted() -> Iterator[None]:
+    """Leaves unprinted the exception of Horovod's thread that runs the ranks' Spark job.
+
+    Horovod: ``horovod.spark.run`` runs the job in a thread (``run_spark``) that re-raises the
+    job's failure (a failed task, the group the watchdog cancelled) and joins it before returning
+    or raising. Python would print that exception's traceback (pages of Java frames); the same
+    failure is what ``run_on_spark`` raises, as one line. Other threads' exceptions print as before.
+    """
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (args.thread is not None and args.thread.name.endswith("(run_spark)")):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def _job_failure(exc: Exception, error_dir: Optional[str], reason: Optional[str], time_limit_s: Optional[float],
