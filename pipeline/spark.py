@@ -35,6 +35,12 @@ def cache_dir() -> str:
     return os.environ.get("MTRANK_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mtrank")
 
 
+def ivy_dir() -> str:
+    """Spark's Ivy folder in the cache: the Delta jars a local session loads, and the lock a first
+    run resolves them under."""
+    return os.path.join(cache_dir(), "ivy")
+
+
 def under_spark_submit() -> bool:
     """True when this Python process was launched by ``spark-submit`` (the JVM came first)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -102,11 +108,11 @@ def _started_with_delta_jars(cfg: Config, builder):
     resolves the jars into the cache while it holds the cache's lock; a process starting then
     waits, and finds them cached (Ivy's cache is not safe for two processes resolving at once:
     on a fresh machine one of ``make test``'s two workers failed to start its session)."""
-    ivy_dir = os.path.join(cache_dir(), "ivy")
-    os.makedirs(ivy_dir, exist_ok=True)
-    with open(os.path.join(ivy_dir, ".lock"), "w") as lock:
+    ivy = ivy_dir()
+    os.makedirs(ivy, exist_ok=True)
+    with open(os.path.join(ivy, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        jars = delta_jar_settings(cfg, ivy_dir)
+        jars = delta_jar_settings(cfg, ivy)
         for key, value in jars.items():
             builder = builder.config(key, value)
         if "spark.jars.packages" in jars:

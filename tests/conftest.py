@@ -87,7 +87,7 @@ def spark_cfg(tmp_path_factory) -> Config:
 
 @pytest.fixture(scope="session")
 def spark(spark_cfg):
-    from pipeline.spark import cache_dir, delta_jar_settings, get_spark
+    from pipeline.spark import delta_jar_settings, get_spark, ivy_dir
 
     from tests.jvm import short_lived_jvm_options
 
@@ -95,7 +95,7 @@ def spark(spark_cfg):
     # Every other JVM a test starts lives for seconds (tests/jvm.py); the session's own runs the suite.
     # They start with the cached Delta jars, which the session's start has resolved if they were not
     # (the session itself then lists them as file: URIs).
-    jars = delta_jar_settings(spark_cfg, os.path.join(cache_dir(), "ivy"))["spark.jars"]
+    jars = delta_jar_settings(spark_cfg, ivy_dir())["spark.jars"]
     options = short_lived_jvm_options(jars.split(","))
     os.environ["JAVA_TOOL_OPTIONS"] = f"{os.environ.get('JAVA_TOOL_OPTIONS', '')} {options}".strip()
     yield session

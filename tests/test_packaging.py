@@ -29,7 +29,7 @@ from pyspark.testing import assertDataFrameEqual
 import pipeline
 from pipeline.confload import to_dict
 from pipeline.io import delta
-from pipeline.spark import LOG4J2_FILE, cache_dir, delta_jar_settings
+from pipeline.spark import LOG4J2_FILE, delta_jar_settings, ivy_dir
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,7 @@ def test_spark_submit_runs_score_with_the_archive_and_the_zip(package, spark, sp
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV")}
     env.update(SPARK_HOME=str(home), SPARK_LOCAL_DIRS=str(run / "local"), SPARK_LOCAL_IP="127.0.0.1")
-    jars = delta_jar_settings(spark_cfg, os.path.join(cache_dir(), "ivy"))["spark.jars"]
+    jars = delta_jar_settings(spark_cfg, ivy_dir())["spark.jars"]
     submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
     command = [
         submit, "--master", "local-cluster[1,1,1024]",

@@ -5,7 +5,7 @@ import sys
 import threading
 
 from pipeline.config import load_config
-from pipeline.spark import (DELTA_PACKAGE, cache_dir, delta_jar_settings, get_spark, session_facts,
+from pipeline.spark import (DELTA_PACKAGE, delta_jar_settings, get_spark, ivy_dir, session_facts,
                             session_settings)
 
 
@@ -34,7 +34,7 @@ def test_a_session_starts_only_while_no_other_holds_the_jar_cache(spark, spark_c
     """The lock a first run resolves the Delta jars under: a session waits while it is held (here
     by the test, as by another process resolving them), then starts with the cached jars."""
     started = []
-    with open(os.path.join(cache_dir(), "ivy", ".lock"), "w") as lock:
+    with open(os.path.join(ivy_dir(), ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         starting = threading.Thread(target=lambda: started.append(get_spark(spark_cfg)))
         starting.start()
@@ -54,7 +54,7 @@ def test_submitter_settings_win_over_the_conf():
 
 def test_spark_submit_respects_the_submitters_master_and_conf(spark, spark_cfg):
     """A real spark-submit of a job file: --master and --conf beat the conf file."""
-    jars = delta_jar_settings(spark_cfg, os.path.join(cache_dir(), "ivy"))
+    jars = delta_jar_settings(spark_cfg, ivy_dir())
     assert "spark.jars" in jars  # the session fixture resolved and cached the Delta jars
     submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
     result = subprocess.run(

@@ -19,7 +19,7 @@ import yaml
 from pipeline.config import load_config
 from pipeline.confload import to_dict
 from pipeline.io import delta
-from pipeline.spark import cache_dir, delta_jar_settings
+from pipeline.spark import delta_jar_settings, ivy_dir
 
 from tests.dags.test_dag import AIRFLOW_PYTHON, REPO
 from tests.samples.conftest import copy_world
@@ -45,7 +45,7 @@ def night(night_world_template, tmp_path_factory) -> dict:
         "repo": str(REPO), "conf_path": str(conf_path), "retries": 0,
         "packages": None,  # the Delta jars of the project's cache (or resolved once), as its sessions use
         "spark_conf": {"spark.pyspark.python": "{{ repo }}/.venv/bin/python", "spark.driver.memory": "1g",
-                       **delta_jar_settings(cfg, os.path.join(cache_dir(), "ivy"))},
+                       **delta_jar_settings(cfg, ivy_dir())},
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYSPARK"))}
     env.update(

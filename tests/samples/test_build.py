@@ -13,7 +13,7 @@ from pyspark.testing import assertDataFrameEqual
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.logs import schema
-from pipeline.spark import cache_dir, delta_jar_settings
+from pipeline.spark import delta_jar_settings, ivy_dir
 from pipeline.synth.generate import generate, read_manifest
 
 from tests.samples.conftest import backfill, make_cfg, nightly, table, without_run_id
@@ -279,7 +279,7 @@ def test_cli_and_spark_submit(spark, spark_cfg, tmp_path):
                                 "--start", "2026-10-02", "--end", "2026-10-01"], capture_output=True, text=True)
     assert backwards.returncode == 2 and "end 2026-10-01 is before start 2026-10-02" in backwards.stderr
 
-    jars = delta_jar_settings(spark_cfg, os.path.join(cache_dir(), "ivy"))["spark.jars"]
+    jars = delta_jar_settings(spark_cfg, ivy_dir())["spark.jars"]
     submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
     result = subprocess.run(
         [submit, "--master", "local[2]", "--jars", jars, "jobs/build_samples.py", "--conf", "conf/local.yaml",
