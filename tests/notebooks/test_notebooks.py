@@ -61,9 +61,13 @@ def world(spark, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def executed(world):
-    """``executed(name)``: the notebook run with the world's parameters (once per module)."""
+    """``executed(name)``: the notebook run with the world's parameters (once per module). The
+    notebooks run one after the other in one kernel, its namespace reset before each: each ends
+    with ``spark.stop()`` and the next one's session starts in the same JVM, as when a user runs
+    them in turn in one Jupyter server."""
     _, parameters = world
     done: dict[str, nbformat.NotebookNode | Exception] = {}
+    kernel = {}
 
     def run(name: str) -> nbformat.NotebookNode:
         if name not in done:
@@ -72,7 +76,7 @@ def executed(world):
                     run(REQUIRES[name])
                 nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
                 set_parameters(nb, parameters[name])
-                execute(nb)
+                execute(nb, kernel)
                 done[name] = nb
             except Exception as err:  # noqa: BLE001 (kept: a dependent test fails fast, without a rerun)
                 done[name] = err
@@ -80,7 +84,9 @@ def executed(world):
             raise done[name]
         return done[name]
 
-    return run
+    yield run
+    if kernel:
+        shut_down(kernel["km"])
 
 
 def set_parameters(nb: nbformat.NotebookNode, values: dict) -> None:
@@ -93,11 +99,30 @@ def set_parameters(nb: nbformat.NotebookNode, values: dict) -> None:
     cell.source = "\n".join(f"{name} = {value!r}" for name, value in values.items())
 
 
-def execute(nb: nbformat.NotebookNode) -> None:
+def execute(nb: nbformat.NotebookNode, kernel: dict | None = None) -> None:
     """Runs every cell in a python3 kernel started in notebooks/ (raises on a failing cell); its
-    JVM starts with the short-lived JVM options (tests/jvm.py)."""
-    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(env=dict(os.environ))
+    JVM starts with the short-lived JVM options (tests/jvm.py). With ``kernel`` (a dict), the
+    kernel it holds, its namespace reset first, or a new one that it then holds."""
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", km=(kernel or {}).get("km"),
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    if kernel is None:
+        client.execute(env=dict(os.environ))
+        return
+    nb.cells.insert(0, nbformat.v4.new_code_cell("%reset -f"))
+    try:
+        client.execute(env=dict(os.environ), cleanup_kc=False)
+    finally:
+        del nb.cells[0]
+        kernel["km"] = client.km
+        if client.kc is not None:
+            client.kc.stop_channels()
+
+
+def shut_down(km) -> None:
+    """Shuts the kernel of ``execute(nb, kernel)`` down."""
+    from jupyter_core.utils import run_sync
+
+    run_sync(km.shutdown_kernel)(now=True)
 
 
 def printed(nb: nbformat.NotebookNode) -> str:

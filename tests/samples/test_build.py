@@ -18,7 +18,8 @@ from pipeline.synth.generate import generate, read_manifest
 
 from tests.samples.conftest import backfill, make_cfg, nightly, table, without_run_id
 
-GENERATED = ["synth.days=8", "synth.exposures_per_day=4000", "synth.cvr=0.3",
+# Conversions 36 h after their click on average: many arrive days after their exposure's night.
+GENERATED = ["synth.days=8", "synth.exposures_per_day=4000", "synth.cvr=0.3", "synth.conversion_delay_hours=36",
              "synth.dirt.orphan=0.02", "synth.dirt.before_parent=0.02", "synth.dirt.negative_value=0.02"]
 START, END = "2026-10-01", "2026-10-08"
 
@@ -108,26 +109,6 @@ def test_same_run_twice_gives_identical_tables(spark, generated):
     assert table(spark, cfg, "samples", first.samples_version).count() == samples_before.count()
 
 
-@pytest.mark.slow
-def test_late_conversions_update_earlier_partitions(spark, tmp_path):
-    cfg = make_cfg(tmp_path, "synth.days=6", "synth.exposures_per_day=3000", "synth.cvr=0.4",
-                   "synth.conversion_delay_hours=36")
-    generate(cfg, progress=False)
-    day = dt.date(2026, 10, 2)
-    truth = spark.read.parquet(cfg.truth_path).where(F.col("dt") == day)
-    true_conversions = truth.agg(F.sum("conversion")).first()[0]
-    conversions = []
-    for night in ("2026-10-03", "2026-10-04", "2026-10-05", "2026-10-06"):
-        summary = nightly(spark, cfg, night)
-        partition = table(spark, cfg, "samples").where(F.col("dt") == day)
-        conversions.append(partition.agg(F.sum("conversion")).first()[0])
-        final = partition.select("labels_final").distinct().collect()
-        assert [r[0] for r in final] == [night == "2026-10-06"]
-        assert summary.counts["exposures"]["accepted"] > 0
-    assert conversions == sorted(conversions) and conversions[0] < conversions[-1]
-    assert conversions[-1] == true_conversions
-
-
 def test_bad_inputs_fail_with_a_clear_message(spark, tmp_path):
     cfg = make_cfg(tmp_path, "synth.days=2", "synth.exposures_per_day=200")
     generate(cfg, progress=False)
@@ -193,15 +174,30 @@ def test_incomplete_input_is_refused_before_anything_is_written(spark, tmp_path)
 
 
 @pytest.mark.slow
-def test_a_missed_night_heals_on_the_next_one(spark, generated, tmp_path):
-    """Nights D and D+2 (D+1 missed) leave exactly the tables of a backfill to D+2."""
+def test_late_conversions_update_earlier_partitions_and_a_missed_night_heals(spark, generated, tmp_path):
+    """Nights D and D+2 (D+1 missed): the conversions of an earlier day that arrive late reach its
+    partition until it is final, with the generator's true labels; and the tables are exactly those
+    of a backfill to D+2."""
     source, _ = generated
     raw = [f"raw.{s}={source.raw_path(s)}" for s in schema.SOURCES]
     nights, backfilled = make_cfg(tmp_path / "nights", *raw), make_cfg(tmp_path / "backfill", *raw)
+    day = dt.date(2026, 10, 3)  # final from the night of 10-07 on (attribution window 3 days)
+
+    def conversions_of_day():
+        partition = table(spark, nights, "samples").where(F.col("dt") == day)
+        return (partition.agg(F.sum("conversion")).first()[0],
+                [r[0] for r in partition.select("labels_final").distinct().collect()])
+
     first = nightly(spark, nights, "2026-10-05")
     assert (first.dates.start, first.dates.end) == (dt.date(2026, 10, 1), dt.date(2026, 10, 5))
+    early, final_then = conversions_of_day()
     healed = nightly(spark, nights, "2026-10-07")  # 2026-10-06 never ran
     assert (healed.dates.start, healed.dates.end) == (dt.date(2026, 10, 2), dt.date(2026, 10, 7))
+    late, final_now = conversions_of_day()
+    truth = spark.read.parquet(source.truth_path).where(F.col("dt") == day).agg(F.sum("conversion")).first()[0]
+    assert (final_then, final_now) == ([False], [True])
+    assert early < late == truth
+
     backfill(spark, backfilled, "2026-10-01", "2026-10-07")
     for name in ("samples", "quarantine"):
         assertDataFrameEqual(without_run_id(table(spark, nights, name)), without_run_id(table(spark, backfilled, name)))

@@ -93,9 +93,20 @@ def test_artifact_and_registry(spark, world, esmm):
     np.testing.assert_allclose(probs["p_ctcvr"], probs["p_ctr"] * probs["p_cvr"], rtol=1e-6)
 
 
+# Each backend resumes the checkpoint of a two-process run under the other one (the fingerprint
+# leaves out the backend and the number of processes; resuming with one process, and refusing
+# another run's checkpoint: tests/training/test_faults.py).
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_two_processes_learn_like_one(spark, world, esmm, backend, tmp_path):
+@pytest.mark.parametrize("backend, stopped_under", [("horovod", "torch_distributor"), ("torch_distributor", "horovod")])
+def test_a_two_process_run_stopped_after_its_first_checkpoint_resumes_and_learns_like_one(
+        spark, world, esmm, backend, stopped_under, tmp_path):
+    stopped = make_cfg(world.storage.root, *WORLD, f"training.backend={stopped_under}")
+    with pytest.raises(PipelineError, match="stopped after epoch 1"):
+        train_model(spark, stopped, START, END, model_name="esmm", num_proc=2, progress=False, stop_after_epoch=1)
+    checkpoint = os.path.join(world.artifacts_path, "_checkpoints", "esmm-20261001-20261002", "checkpoint.pt")
+    kept = torch.load(checkpoint, weights_only=True)
+    assert kept["epoch"] == 1
+
     # The command a user runs, its output captured as Airflow or spark-submit capture it (no terminal).
     conf = tmp_path / "conf.yaml"
     conf.write_text(yaml.safe_dump(to_dict(world), sort_keys=False))
@@ -107,32 +118,22 @@ def test_two_processes_learn_like_one(spark, world, esmm, backend, tmp_path):
     row = (delta.read_table(spark, world.table_path("models")).where(F.col("params").contains(f'"backend": "{backend}"'))
            .orderBy(F.col("created_at").desc()).first())
     assert row["model_id"] in result.stdout and '"num_proc": 2' in row["params"] and row["mlflow_version"] >= 1
+    assert load_artifact(row["artifact_uri"]).name == "esmm"
+    # Resumed: the first epoch is the stopped run's, and the checkpoint is gone once finished.
+    with open(os.path.join(row["artifact_uri"], "history.json"), encoding="utf-8") as fh:
+        history = json.load(fh)
+    assert [h["seconds"] for h in history[:len(kept["history"])]] == [h["seconds"] for h in kept["history"]]
+    assert not os.path.exists(checkpoint)
     # Two ranks see the same rows in another order, in steps of two batches at twice the learning
     # rate: the same model up to the noise of SGD, which moves the AUC by about 0.01 between seeds.
     two = json.loads(row["metrics"])
     for task in ("ctr", "ctcvr"):
         assert abs(two[task]["auc"] - esmm.metrics[task]["auc"]) < 0.03, (task, two, esmm.metrics)
-    assert load_artifact(row["artifact_uri"]).name == "esmm"
     # Logs: timestamped records, progress as whole lines (no carriage returns), the ranks' epochs.
     log = result.stdout + result.stderr
     assert "\r" not in log
     assert re.search(r"^\S*\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO pipeline\.training\.train: training esmm", log, re.M), log[-3000:]
-    assert re.search(r"epoch 1/\d+: \d+/\d+ batches \(100%\) in", log), log[-3000:]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_two_process_run_killed_after_its_first_checkpoint_resumes(spark, world, backend):
-    cfg = make_cfg(world.storage.root, *WORLD, "training.epochs=2", "training.patience=5", "model.name=mmoe",
-                   f"training.backend={backend}")
-    with pytest.raises(PipelineError, match="stopped after epoch 1"):
-        train_model(spark, cfg, START, END, num_proc=2, progress=False, stop_after_epoch=1)
-    checkpoint = os.path.join(cfg.artifacts_path, "_checkpoints", "mmoe-20261001-20261002", "checkpoint.pt")
-    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
-    resumed = train_model(spark, cfg, START, END, num_proc=1, progress=False)  # any number of processes
-    history = load_artifact(resumed.artifact_uri)
-    assert resumed.epochs_run == 2 and history.name == "mmoe"
-    assert not os.path.exists(checkpoint)
+    assert re.search(r"epoch 2/\d+: \d+/\d+ batches \(100%\) in", log), log[-3000:]
 
 
 def test_training_needs_final_partitions(spark, world):
