@@ -19,6 +19,8 @@ from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.training.backends import BACKENDS
 
+from tests.training.test_backends import check_probe, probe
+
 D1, D2, D3 = dt.date(2026, 10, 1), dt.date(2026, 10, 2), dt.date(2026, 10, 3)
 LABELS = ("click", "conversion", "conversion_value")
 TOTAL = 1751
@@ -137,20 +139,22 @@ def test_shuffled_order_follows_seed_and_epoch(uneven):
     assert first != sorted(first)
 
 
-def read_shard(backend: str, files: list[DataFile], columns: Columns, batch_size: int) -> dict:
-    """One rank's epoch: its ids and batch count (top-level so Spark can ship it)."""
+def read_shard_then_probe(backend: str, files: list[DataFile], columns: Columns, batch_size: int) -> dict:
+    """One rank's epoch: its ids and batch count; then the collectives of
+    tests/training/test_backends.py's ``probe`` in the same job (top-level so Spark can ship it)."""
     ranks = BACKENDS[backend].ranks()
     with open_batches(files, columns=columns, batch_size=batch_size, rank=ranks.rank, size=ranks.size,
                       shuffle=True, seed=3, epoch=1) as batches:
         parts = [batch["impression_id"] for batch in batches]
-    return {"rank": ranks.rank, "batches": len(parts), "ids": np.concatenate(parts).tolist()}
+    return {"batches": len(parts), "ids": np.concatenate(parts).tolist(), "probe": probe(backend)}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_ranks_read_every_row_once(spark, uneven, backend):
+def test_ranks_read_every_row_once(spark, uneven, backend, tmp_path):
     _, _, files = uneven
-    results = BACKENDS[backend].run(read_shard, num_proc=2, args=(backend, files, COLUMNS, 100))
-    assert [r["rank"] for r in results] == [0, 1]
+    results = BACKENDS[backend].run(read_shard_then_probe, num_proc=2, args=(backend, files, COLUMNS, 100),
+                                    error_dir=str(tmp_path))
+    check_probe([r["probe"] for r in results])  # ranks 0 and 1, in order
     assert [len(r["ids"]) for r in results] == shard_rows(files, 2)
     assert [r["batches"] for r in results] == shard_batches(files, 2, 100)
     assert sorted(results[0]["ids"] + results[1]["ids"]) == ALL_IDS

@@ -27,7 +27,6 @@ from pipeline.scoring.inference import spread
 from pipeline.scoring.learned import LearnedFusion
 from pipeline.scoring.score import score
 from pipeline.scoring.weights import compute_fusion_weights
-from pipeline.spark import LOG4J2_FILE
 from pipeline.tables import MODELS_SCHEMA, SCORES_SCHEMA
 from pipeline.training.artifacts import load_artifact
 from pipeline.training.dataset import TrainingSet, batches, load_arrays, split_dates, to_tensors
@@ -292,25 +291,23 @@ def test_fusion_eval_prints_the_comparison_table(spark, world, dynamic_scores, g
 # Spark's one-minute limit and stop, and scoring after it would start (and import torch) again.
 
 
-def test_cli_rescores_a_date_in_one_line_replacing_only_its_partition(spark, world, tmp_path):
+def test_cli_rescores_a_date_in_one_line_replacing_only_its_partition(spark, world, tmp_path, capsys):
     cfg, model, _ = world
     path = cfg.table_path("scores")
     version = delta.current_version(spark, path)
-    pipeline = os.path.join(os.path.dirname(sys.executable), "pipeline")
     conf = write_conf(cfg, tmp_path)
 
-    # A short-lived JVM of its own: one core, and the quick JIT compiler alone, cost less CPU.
-    quick = ["--set", "spark.master=local[1]", "--set", "spark.conf.spark.driver.extraJavaOptions="
-             f"-Dlog4j2.configurationFile={LOG4J2_FILE} -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"]
-    ok = subprocess.run([pipeline, "score", "--conf", conf, "--date", str(D2), *quick], capture_output=True,
-                        text=True, timeout=600)
+    # The command in this process (its Spark session is the tests' one), then the installed
+    # ``pipeline`` script with a bad date: the one-line error, before any Spark starts.
+    assert main(["score", "--conf", conf, "--date", str(D2)]) == 0
+    out = capsys.readouterr().out
+    pipeline = os.path.join(os.path.dirname(sys.executable), "pipeline")
     bad = subprocess.run([pipeline, "score", "--conf", conf, "--date", "2026-10-32"], capture_output=True,
                          text=True, timeout=600)
 
-    assert ok.returncode == 0, ok.stderr[-3000:]
-    assert len(ok.stdout.strip().splitlines()) == 1
+    assert len(out.strip().splitlines()) == 1
     assert re.match(rf"score {D2}: [\d,]+ rows of samples scored by {model.model_id}, fusion linear; "
-                    rf"scores v{version + 1} at ", ok.stdout)
+                    rf"scores v{version + 1} at ", out)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "pipeline score: error: bad --date: '2026-10-32' (expected a date YYYY-MM-DD)"]

@@ -1,7 +1,8 @@
-"""The training backends with 2 processes on local Spark: the ranks' collectives (sums, gradient
-averaging, uneven ends), a failing rank failing the job with its error in one line, and a job
-ending once its ranks returned. Reading every row once, learning like one process, resume:
-tests/data/test_reader.py and test_train.py; a hung rank and the time limit: test_faults.py."""
+"""The training backends with 2 processes on local Spark: a failing rank failing the job with its
+error in one line, and a job ending once its ranks returned. The ranks' collectives (sums, gradient
+averaging, uneven ends: ``probe``) run in the job of tests/data/test_reader.py that reads every row
+once; learning like one process, resume: test_train.py; a hung rank and the time limit:
+test_faults.py."""
 import os
 import signal
 import subprocess
@@ -46,9 +47,9 @@ def probe(backend: str) -> dict:
     return {"rank": ranks.rank, "size": ranks.size, "sum": total["value"], "weight": model.weight.item()}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_two_ranks_sum_average_and_end_uneven_shards_together(spark, backend, tmp_path):
-    results = BACKENDS[backend].run(probe, num_proc=2, args=(backend,), error_dir=str(tmp_path))
+def check_probe(results: list[dict]) -> None:
+    """What ``probe`` returned on two ranks (run in the job of tests/data/test_reader.py's
+    ``test_ranks_read_every_row_once``: one two-process job per backend for both)."""
     assert [r["rank"] for r in results] == [0, 1]
     assert all(r["size"] == 2 and r["sum"] == 3.0 for r in results)
     # Step 1 averages gradients 1 and 2: w = -1.5. Step 2 is rank 1's alone; rank 0, out of

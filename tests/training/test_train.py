@@ -17,7 +17,6 @@ from pipeline.confload import to_dict
 from pipeline.errors import PipelineError
 from pipeline.io import delta
 from pipeline.training.artifacts import load_artifact
-from pipeline.training.backends import BACKENDS
 from pipeline.training.dataset import batches, load_arrays, to_tensors
 from pipeline.training.evaluate import predict
 from pipeline.training.train import train_model
