@@ -287,8 +287,7 @@ def test_fusion_eval_prints_the_comparison_table(spark, world, dynamic_scores, g
 
 
 # ---------------------------------------------------------------------------------------------
-# The command line. Last: while another JVM runs it, this session's Python workers sit idle past
-# Spark's one-minute limit and stop, and scoring after it would start (and import torch) again.
+# The command line.
 
 
 def test_cli_rescores_a_date_in_one_line_replacing_only_its_partition(spark, world, tmp_path, capsys):

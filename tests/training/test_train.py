@@ -92,16 +92,17 @@ def test_artifact_and_registry(spark, world, esmm):
     np.testing.assert_allclose(probs["p_ctcvr"], probs["p_ctr"] * probs["p_cvr"], rtol=1e-6)
 
 
-# Each backend resumes the checkpoint of a two-process run under the other one (the fingerprint
-# leaves out the backend and the number of processes; resuming with one process, and refusing
-# another run's checkpoint: tests/training/test_faults.py).
+# A two-process run resumes a checkpoint of another backend, or of another number of processes
+# (the fingerprint leaves both out; refusing another run's checkpoint: tests/training/test_faults.py).
 @pytest.mark.slow
-@pytest.mark.parametrize("backend, stopped_under", [("horovod", "torch_distributor"), ("torch_distributor", "horovod")])
-def test_a_two_process_run_stopped_after_its_first_checkpoint_resumes_and_learns_like_one(
-        spark, world, esmm, backend, stopped_under, tmp_path):
+@pytest.mark.parametrize("backend, stopped_num_proc, stopped_under",
+                         [("horovod", 2, "torch_distributor"), ("torch_distributor", 1, "torch_distributor")])
+def test_a_run_stopped_after_its_first_checkpoint_resumes_on_two_processes_and_learns_like_one(
+        spark, world, esmm, backend, stopped_num_proc, stopped_under, tmp_path):
     stopped = make_cfg(world.storage.root, *WORLD, f"training.backend={stopped_under}")
     with pytest.raises(PipelineError, match="stopped after epoch 1"):
-        train_model(spark, stopped, START, END, model_name="esmm", num_proc=2, progress=False, stop_after_epoch=1)
+        train_model(spark, stopped, START, END, model_name="esmm", num_proc=stopped_num_proc, progress=False,
+                    stop_after_epoch=1)
     checkpoint = os.path.join(world.artifacts_path, "_checkpoints", "esmm-20261001-20261002", "checkpoint.pt")
     kept = torch.load(checkpoint, weights_only=True)
     assert kept["epoch"] == 1
