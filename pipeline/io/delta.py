@@ -75,7 +75,7 @@ def retry_conflicts(write: Callable[[], T], path: str, attempts: int = CONFLICT_
 
 
 def replace_partitions(df: DataFrame, path: str, dates: Iterable[dt.date],
-                       *, partition_column: str = PARTITION_COLUMN) -> int:
+                       *, partition_column: str = PARTITION_COLUMN, user_metadata: Optional[str] = None) -> int:
     """Writes ``df`` so that it replaces exactly the ``dates`` partitions of the table at ``path``.
 
     Creates the table (partitioned by ``partition_column``) on first write. Dates listed but absent
@@ -86,16 +86,16 @@ def replace_partitions(df: DataFrame, path: str, dates: Iterable[dt.date],
         path: the table's location.
         dates: the partitions this write owns.
         partition_column: the partition column.
+        user_metadata: text kept in the commit (``latest_commit`` reads it back).
 
     Returns:
         The table version this write committed.
     """
     predicate = dates_predicate(dates, partition_column)
-    retry_conflicts(lambda: (df.write.format("delta")
-                             .mode("overwrite")
-                             .option("replaceWhere", predicate)
-                             .partitionBy(partition_column)
-                             .save(path)), path)
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+    if user_metadata is not None:
+        writer = writer.option("userMetadata", user_metadata)
+    retry_conflicts(lambda: writer.partitionBy(partition_column).save(path), path)
     return current_version(df.sparkSession, path)
 
 
@@ -214,6 +214,25 @@ def current_version(spark: SparkSession, path: str) -> int:
     if not versions:
         raise PipelineError(f"no Delta table at {path}")
     return max(versions)
+
+
+def latest_commit(spark: SparkSession, path: str) -> Optional[tuple[int, Optional[str]]]:
+    """``(version, user metadata)`` of the latest commit of the table at ``path``; None when
+    ``path`` holds no table."""
+    from delta.tables import DeltaTable
+
+    if not is_table(spark, path):
+        return None
+    row = DeltaTable.forPath(spark, path).history(1).select("version", "userMetadata").first()
+    return int(row["version"]), row["userMetadata"]
+
+
+def table_id(spark: SparkSession, path: str) -> str:
+    """The id Delta gave the table at ``path`` when it was created: a table deleted and created
+    again at the same path, whose versions start over, has another."""
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, path).detail().select("id").first()["id"]
 
 
 def read_table(spark: SparkSession, path: str, version: Optional[int] = None) -> DataFrame:

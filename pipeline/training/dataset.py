@@ -1,11 +1,16 @@
 """The training set: samples of the training, validation and test days, encoded in Spark and
 written to the ``training_set`` Delta table; its pinned snapshot is read back through Petastorm.
+A run that asks for what the table's latest version already holds (the same samples version,
+days and features: several models trained on one night) reuses that version instead of writing it
+again.
 
 Shape notation: N rows, F categorical features, M numeric features.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -14,7 +19,9 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipeline import __version__
 from pipeline.config import Config
+from pipeline.confload import to_dict
 from pipeline.data import Columns, DataFile, files_of, read_batches, snapshot_files, snapshot_files_by_day
 from pipeline.errors import PipelineError
 from pipeline.features.encoders import Encoders, encode, fit_encoders
@@ -50,6 +57,7 @@ class TrainingSet:
     split: Split
     encoders: Encoders
     priors: dict[str, float] = field(default_factory=dict)  # initial output biases (``output_priors``)
+    reused: bool = False  # the version was written by an earlier run of the same request
     # The snapshot's files of every split day, listed once when the set is built; empty: listed
     # when asked for.
     files_by_day: Mapping[dt.date, tuple[DataFile, ...]] = field(default_factory=dict)
@@ -75,22 +83,40 @@ def split_dates(start: dt.date, end: dt.date, validation_days: int, test_days: i
 
 def build_training_set(spark: SparkSession, cfg: Config, split: Split) -> TrainingSet:
     """Fits the encoders on the training days and writes every split day, encoded, to the
-    ``training_set`` table; returns the version written (the one the model records).
+    ``training_set`` table, unless its latest version holds them already (``request_tag``);
+    returns the version to read (the one the model records).
 
     Raises:
         PipelineError: when a day has no samples, or (with ``training.final_only``) labels that
             are not final yet.
     """
-    samples = delta.read_table(spark, cfg.table_path("samples")).where(F.col("dt").isin(list(split.all)))
+    samples_path = cfg.table_path("samples")
+    samples_version = delta.current_version(spark, samples_path)
+    samples = delta.read_table(spark, samples_path, samples_version).where(F.col("dt").isin(list(split.all)))
     check_days(samples, split, cfg.training.final_only)
     train = samples.where(F.col("dt").isin(list(split.train)))
     encoders = fit_encoders(train, cfg.features)
-    encoded = encode(samples, encoders, keep=(*KEYS, *LABELS, "dt"))
     path = cfg.table_path("training_set")
-    version = delta.replace_partitions(encoded, path, split.all)
+    tag = request_tag(cfg, (delta.table_id(spark, samples_path), samples_version), split)
+    latest = delta.latest_commit(spark, path)
+    reused = latest is not None and latest[1] == tag
+    if reused:
+        version = latest[0]
+    else:
+        encoded = encode(samples, encoders, keep=(*KEYS, *LABELS, "dt"))
+        version = delta.replace_partitions(encoded, path, split.all, user_metadata=tag)
     delta.register_table(spark, cfg.storage.database, "training_set", path)
     return TrainingSet(path=path, version=version, split=split, encoders=encoders, priors=label_priors(train),
-                       files_by_day=snapshot_files_by_day(spark, path, version, split.all))
+                       files_by_day=snapshot_files_by_day(spark, path, version, split.all), reused=reused)
+
+
+def request_tag(cfg: Config, samples: tuple[str, int], split: Split) -> str:
+    """What decides a training set's rows, as the text its commit keeps: the samples table (its
+    Delta id) and version, the split's days, the features and the code's version (its encoding)."""
+    request = {"samples": samples, "train": split.train, "days": split.all,
+               "features": to_dict(cfg.features), "version": __version__}
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"training set {digest}"
 
 
 def label_priors(samples: DataFrame) -> dict[str, float]:

@@ -80,7 +80,8 @@ def run_fingerprint(spec: ModelSpec, encoders: Encoders, priors: dict[str, float
                     train_files: tuple[DataFile, ...], validation_files: tuple[DataFile, ...]) -> str:
     """A hash of what decides a run's weights besides its dates: the model spec, the training conf
     and the training rows, seen through their encoders, label priors and row counts. (Not the
-    training set's Delta version: every run writes a new one, also for unchanged samples.)"""
+    training set's Delta version: a run after a night's build-samples writes a new one, also for
+    unchanged days.)"""
     training = {k: v for k, v in to_dict(conf).items() if k not in NOT_FINGERPRINTED}
     described = {"model": dataclasses.asdict(spec), "training": training, "encoders": dataclasses.asdict(encoders),
                  "priors": priors, "rows": [sum(f.rows for f in train_files), sum(f.rows for f in validation_files)]}

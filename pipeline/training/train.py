@@ -102,7 +102,8 @@ def train_model(spark: SparkSession, cfg: Config, start: dt.date, end: dt.date, 
              name, start, end, _days(split.validation), _days(split.report), num_proc,
              cfg.training.backend if num_proc > 1 else "none")
     training_set = build_training_set(spark, cfg, split)
-    log.info("training set: %s version %d", training_set.path, training_set.version)
+    log.info("training set: %s version %d (%s)", training_set.path, training_set.version,
+             "reused: the same samples, days and features" if training_set.reused else "written")
     files = {part: tuple(training_set.files(spark, days))
              for part, days in (("train", split.train), ("validation", split.validation))}
 

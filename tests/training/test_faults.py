@@ -129,7 +129,7 @@ def test_train_model_resumes_only_its_own_checkpoint_to_the_same_weights(spark, 
     pipeline_log.clear()
     kept = torch.load(checkpoint, weights_only=True)["history"]
 
-    # The same conf again (a new training-set version of the same rows) resumes, to the weights
+    # The same conf again (the training set its first run wrote, reused) resumes, to the weights
     # of a run never interrupted.
     resumed = train_model(spark, narrower, START, END, num_proc=1, progress=False)
     assert not [m for m in pipeline_log.messages if "ignoring" in m]
