@@ -16,11 +16,16 @@ os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")  # pyspark.testing imports
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pipeline.config import Config, load_config
+from pipeline.spark import LOG4J2_FILE
 
+# The serial collector in the JVM of every test's session (as in the short-lived ones, tests/jvm.py):
+# G1's concurrent threads cost CPU that the suite's two workers and their JVMs share on two cores
+# (build-samples and import tests in one process: 360 s of CPU with G1, 321 s serial, 317 s parallel).
 TEST_SPARK_SETTINGS = [
     "spark.master=local[2]",
     "spark.conf.spark.ui.enabled=false",
     "spark.conf.spark.sql.shuffle.partitions=2",
+    f"spark.conf.spark.driver.extraJavaOptions=-Dlog4j2.configurationFile={LOG4J2_FILE} -XX:+UseSerialGC",
 ]
 
 
