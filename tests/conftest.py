@@ -20,7 +20,8 @@ from pipeline.spark import LOG4J2_FILE
 
 # The serial collector in the JVM of every test's session (as in the short-lived ones, tests/jvm.py):
 # G1's concurrent threads cost CPU that the suite's two workers and their JVMs share on two cores
-# (build-samples and import tests in one process: 360 s of CPU with G1, 321 s serial, 317 s parallel).
+# (build-samples and import tests in one process, two pairs of runs: 360 s and 417 s of CPU with G1,
+# 321 s and 354 s serial).
 TEST_SPARK_SETTINGS = [
     "spark.master=local[2]",
     "spark.conf.spark.ui.enabled=false",
