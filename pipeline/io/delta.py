@@ -8,6 +8,7 @@ fails leaves the previous version as the table's current version.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import re
@@ -19,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from pipeline.errors import PipelineError, RunFailure
-from pipeline.io.hadoop import hadoop_file_system
+from pipeline.io.hadoop import hadoop_file_system, read_bytes
 
 T = TypeVar("T")
 
@@ -217,14 +218,19 @@ def current_version(spark: SparkSession, path: str) -> int:
 
 
 def latest_commit(spark: SparkSession, path: str) -> Optional[tuple[int, Optional[str]]]:
-    """``(version, user metadata)`` of the latest commit of the table at ``path``; None when
-    ``path`` holds no table."""
-    from delta.tables import DeltaTable
-
-    if not is_table(spark, path):
+    """``(version, user metadata)`` of the latest commit of the table at ``path``, from its commit
+    file's ``commitInfo`` action (one listing and one small read, as ``current_version``: no Spark
+    job); None when ``path`` holds no table."""
+    try:
+        version = current_version(spark, path)
+    except PipelineError:
         return None
-    row = DeltaTable.forPath(spark, path).history(1).select("version", "userMetadata").first()
-    return int(row["version"]), row["userMetadata"]
+    commit = read_bytes(spark, f"{path.rstrip('/')}/_delta_log/{version:020d}.json").decode()
+    for line in commit.splitlines():
+        action = json.loads(line) if line.strip() else {}
+        if "commitInfo" in action:
+            return version, action["commitInfo"].get("userMetadata")
+    return version, None
 
 
 def table_id(spark: SparkSession, path: str) -> str:

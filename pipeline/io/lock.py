@@ -62,7 +62,6 @@ class HadoopFiles:
 
     def __init__(self, spark) -> None:
         self._spark = spark
-        self._jvm = spark.sparkContext._jvm
 
     def _fs(self, path: str):
         from pipeline.io.hadoop import hadoop_file_system
@@ -82,12 +81,10 @@ class HadoopFiles:
         fs, p = self._fs(path)
         if not fs.exists(p):
             return None
+        from pipeline.io.hadoop import read_bytes
+
         status = fs.getFileStatus(p)
-        stream = fs.open(p)
-        try:
-            data = bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
-        finally:
-            stream.close()
+        data = read_bytes(self._spark, path)
         return data.decode(errors="replace"), time.time() - status.getModificationTime() / 1000.0
 
     def touch(self, path: str) -> None:

@@ -96,6 +96,18 @@ def test_current_version_is_the_history_s_latest(spark, tmp_path):
         delta.current_version(spark, str(tmp_path / "missing"))
 
 
+def test_latest_commit_keeps_the_writes_user_metadata_as_the_history_does(spark, tmp_path):
+    from delta.tables import DeltaTable
+
+    path = str(tmp_path / "t")
+    assert delta.latest_commit(spark, path) is None
+    assert delta.replace_partitions(rows(spark, ("r0", 0, D1)), path, [D1], user_metadata="training set ab12") == 0
+    assert delta.latest_commit(spark, path) == (0, "training set ab12")
+    assert DeltaTable.forPath(spark, path).history(1).first()["userMetadata"] == "training set ab12"
+    assert delta.replace_partitions(rows(spark, ("r1", 1, D1)), path, [D1]) == 1
+    assert delta.latest_commit(spark, path) == (1, None)
+
+
 def test_read_table_on_a_missing_table(spark, tmp_path):
     with pytest.raises(PipelineError, match="no Delta table at"):
         delta.read_table(spark, str(tmp_path / "missing"))
