@@ -18,16 +18,28 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from pipeline.config import Config, load_config
 from pipeline.spark import LOG4J2_FILE
 
-# The serial collector in the JVM of every test's session (as in the short-lived ones, tests/jvm.py):
-# G1's concurrent threads cost CPU that the suite's two workers and their JVMs share on two cores
-# (build-samples and import tests in one process, two pairs of runs: 360 s and 417 s of CPU with G1,
-# 321 s and 354 s serial).
+# The Spark settings of every session the tests start, in this process or in a command's.
+# - The serial collector (as in the short-lived JVMs, tests/jvm.py): G1's concurrent threads cost
+#   CPU that the suite's two workers and their JVMs share on two cores (build-samples and import
+#   tests in one process, two pairs of runs: 360 s and 417 s of CPU with G1, 321 s and 354 s serial).
+# - Expressions and operators evaluated by Spark's interpreted code rather than compiled into Java
+#   classes (Janino, then the JIT): the tests' queries are many, different and over a few thousand
+#   rows, so compiling costs more than it saves (tests/samples/test_build.py in one process: 210 s
+#   and 222 s of CPU with code generation, 182 s and 176 s without it, 259 s with whole-stage code
+#   generation alone off; the kill tests and the Airflow DAG's run: 371 s against 348 s). Spark's
+#   own test suites run both paths; a job on a cluster keeps the default.
 TEST_SPARK_SETTINGS = [
     "spark.master=local[2]",
     "spark.conf.spark.ui.enabled=false",
     "spark.conf.spark.sql.shuffle.partitions=2",
     f"spark.conf.spark.driver.extraJavaOptions=-Dlog4j2.configurationFile={LOG4J2_FILE} -XX:+UseSerialGC",
+    "spark.conf.spark.sql.codegen.wholeStage=false",
+    "spark.conf.spark.sql.codegen.factoryMode=NO_CODEGEN",
 ]
+# Spark's defaults again, for a module whose world is large enough for compiled code to pay off
+# (tests/training/test_train.py, 360,000 exposures: 275 s of CPU interpreted, 215 s compiled).
+COMPILED_SPARK_SETTINGS = ["spark.conf.spark.sql.codegen.wholeStage=true",
+                           "spark.conf.spark.sql.codegen.factoryMode=FALLBACK"]
 
 
 # The session-wide worlds below, by their fixtures, and the modules that use them.
@@ -106,6 +118,18 @@ def spark(spark_cfg):
     os.environ["JAVA_TOOL_OPTIONS"] = f"{os.environ.get('JAVA_TOOL_OPTIONS', '')} {options}".strip()
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="module")
+def compiled_queries(spark):
+    """The session with ``COMPILED_SPARK_SETTINGS`` for one module, then as it was."""
+    settings = dict(s.removeprefix("spark.conf.").split("=", 1) for s in COMPILED_SPARK_SETTINGS)
+    before = {key: spark.conf.get(key) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    yield
+    for key, value in before.items():
+        spark.conf.set(key, value)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from pipeline.training.dataset import batches, load_arrays, to_tensors
 from pipeline.training.evaluate import predict
 from pipeline.training.train import train_model
 
+from tests.conftest import COMPILED_SPARK_SETTINGS
 from tests.samples.conftest import built_world, make_cfg
 
 # A small world (100 users, 60 items, CTR 0.2) so that seconds of training on 90k rows learn
@@ -32,12 +33,13 @@ WORLD = ["synth.days=8", "synth.exposures_per_day=45000", "synth.num_users=100",
          "synth.num_brands=40", "synth.ctr=0.2", "synth.cvr=0.04", "synth.shared_interest=0.9",
          "synth.selection_bias=3.0",
          "model.bottom_hidden=[64, 32]", "model.tower_hidden=[32]", "model.expert_hidden=[32]",
-         "model.embedding_dim=16", "training.epochs=4", "training.batch_size=512", "training.learning_rate=0.01", "training.num_proc=1"]
+         "model.embedding_dim=16", "training.epochs=4", "training.batch_size=512", "training.learning_rate=0.01", "training.num_proc=1",
+         *COMPILED_SPARK_SETTINGS]  # 360,000 exposures: compiled queries pay off (tests/conftest.py)
 START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 2)  # validation 10-03, test 10-04 (final)
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
+def world(spark, compiled_queries, tmp_path_factory):
     return built_world(spark, tmp_path_factory.mktemp("train"), WORLD, "2026-10-01", "2026-10-08")
 
 
