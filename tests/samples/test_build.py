@@ -16,6 +16,7 @@ from pipeline.logs import schema
 from pipeline.spark import delta_jar_settings, ivy_dir
 from pipeline.synth.generate import generate, read_manifest
 
+from tests.conftest import TEST_SPARK_SETTINGS
 from tests.samples.conftest import backfill, make_cfg, nightly, table, without_run_id
 
 # Conversions 36 h after their click on average: many arrive days after their exposure's night.
@@ -279,7 +280,7 @@ def test_cli_and_spark_submit(spark, spark_cfg, tmp_path):
     submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
     result = subprocess.run(
         [submit, "--master", "local[2]", "--jars", jars, "jobs/build_samples.py", "--conf", "conf/local.yaml",
-         *sets, "--set", "spark.conf.spark.ui.enabled=false", "--date", "2026-10-02"],
+         *sets, *[arg for setting in TEST_SPARK_SETTINGS for arg in ("--set", setting)], "--date", "2026-10-02"],
         capture_output=True, text=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("build-samples nightly 2026-09-28..2026-10-02: ")
