@@ -31,7 +31,7 @@ from pipeline.spark import LOG4J2_FILE
 # - No adaptive query execution and no Delta file statistics: over a few thousand rows, replanning
 #   at every stage saves nothing, and the statistics (min, max, null count of each column of each
 #   file, for data skipping, which nothing here reads) are a projection that the interpreted
-#   evaluation above makes costly (a profile of the module's JVM: 9 % of its samples). In
+#   evaluation above makes costly (9 % of the samples of a profile of the session JVM over that module). In
 #   tests/samples/test_build.py, one process, two runs each, one after the other: 218 s and 232 s
 #   of CPU with the defaults, 192 s and 216 s without adaptive execution, 200 s and 212 s without
 #   statistics. A job on a cluster keeps both.
@@ -49,6 +49,11 @@ TEST_SPARK_SETTINGS = [
 # (tests/training/test_train.py, 360,000 exposures: 275 s of CPU interpreted, 215 s compiled).
 COMPILED_SPARK_SETTINGS = ["spark.conf.spark.sql.codegen.wholeStage=true",
                            "spark.conf.spark.sql.codegen.factoryMode=FALLBACK"]
+
+
+def set_args(*settings: str) -> list[str]:
+    """A command's ``--set`` arguments, one per ``KEY=VALUE`` setting."""
+    return [f"--set={setting}" for setting in settings]
 
 
 # The session-wide worlds below, by their fixtures, and the modules that use them.

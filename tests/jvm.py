@@ -28,7 +28,7 @@ import pyspark
 
 from pipeline.spark import cache_dir
 
-from tests.conftest import TEST_SPARK_SETTINGS
+from tests.conftest import TEST_SPARK_SETTINGS, set_args
 from tests.worlds import TINY_WORLD
 
 SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
@@ -91,8 +91,7 @@ def _jars_key(ivy_jars: list[str]) -> str:
 
 def _dump_classes(work: str, archive: str) -> bool:
     """Runs build-samples on a tiny generated world in a JVM that writes ``archive`` at exit."""
-    settings = [f"storage.root={work}", *TEST_SPARK_SETTINGS, "synth.days=2", *TINY_WORLD]
-    args = [arg for item in settings for arg in ("--set", item)]
+    args = set_args(f"storage.root={work}", *TEST_SPARK_SETTINGS, "synth.days=2", *TINY_WORLD)
     env = {**os.environ, "JAVA_TOOL_OPTIONS": f"{SHORT_LIVED_JVM} -XX:ArchiveClassesAtExit={archive} {QUIET_CDS}"}
     for command in (["generate", "-q"], ["build-samples", "--start", "2026-10-01", "--end", "2026-10-02", "-q"]):
         result = subprocess.run([sys.executable, "-m", "pipeline.cli", command[0], *args, *command[1:]],

@@ -11,7 +11,7 @@ from pipeline.errors import ConfigError, PipelineError, RunFailure
 from pipeline.io import delta
 from pipeline.nightly import NightlySummary, StepResult, _run_step
 
-from tests.conftest import TEST_SPARK_SETTINGS
+from tests.conftest import TEST_SPARK_SETTINGS, set_args
 from tests.samples.conftest import copy_world
 from tests.worlds import tiny_world
 
@@ -56,7 +56,7 @@ def world(night_world_template, tmp_path_factory):
 
 
 def run(cfg, *sets):
-    args = [f"--set={s}" for s in (*TEST_SPARK_SETTINGS, *WORLD, f"storage.root={cfg.storage.root}", f"report.path={cfg.report.path}", *sets)]
+    args = set_args(*TEST_SPARK_SETTINGS, *WORLD, f"storage.root={cfg.storage.root}", f"report.path={cfg.report.path}", *sets)
     return main(["run", "--date", str(NIGHT), *args])
 
 

@@ -9,7 +9,7 @@ from pipeline.config import load_config
 from pipeline.plan import label_delay_days, plan_night, train_due, training_window
 from pipeline.registry import has_champion
 
-from tests.conftest import TEST_SPARK_SETTINGS
+from tests.conftest import TEST_SPARK_SETTINGS, set_args
 
 TUESDAY = dt.date(2026, 10, 6)
 SUNDAY = dt.date(2026, 10, 11)
@@ -57,7 +57,7 @@ def test_plan_of_a_night():
 
 
 def test_plan_command_prints_one_json_line(tmp_path, capsys):
-    sets = [f"--set={s}" for s in (*TEST_SPARK_SETTINGS, f"storage.root={tmp_path}")]
+    sets = set_args(*TEST_SPARK_SETTINGS, f"storage.root={tmp_path}")
     assert main(["plan", "--date", "2026-10-06", *sets]) == 0
     captured = capsys.readouterr()
     (line,) = captured.out.splitlines()

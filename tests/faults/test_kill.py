@@ -22,7 +22,7 @@ from pipeline.io import delta
 from pipeline.scoring.score import score
 from pipeline.training.train import train_model
 
-from tests.conftest import TEST_SPARK_SETTINGS
+from tests.conftest import TEST_SPARK_SETTINGS, set_args
 from tests.samples.conftest import backfill, copy_world, make_cfg, table, without_run_id
 from tests.scoring.test_score import WORLD
 
@@ -39,9 +39,8 @@ def world(score_world_template, tmp_path_factory):
 
 def sets(cfg, root):
     """``--set`` arguments: the world's settings and raw logs, tables under ``root``."""
-    settings = [*WORLD, f"storage.root={root}", *[f"raw.{s}={cfg.raw_path(s)}" for s in ("exposures", "clicks", "conversions")],
-                *TEST_SPARK_SETTINGS]
-    return [arg for setting in settings for arg in ("--set", setting)]
+    return set_args(*WORLD, f"storage.root={root}", *[f"raw.{s}={cfg.raw_path(s)}" for s in ("exposures", "clicks", "conversions")],
+                    *TEST_SPARK_SETTINGS)
 
 
 def kill_when(args, pattern, timeout=300):

@@ -16,7 +16,7 @@ from pipeline.logs import schema
 from pipeline.spark import delta_jar_settings, ivy_dir
 from pipeline.synth.generate import generate, read_manifest
 
-from tests.conftest import TEST_SPARK_SETTINGS
+from tests.conftest import TEST_SPARK_SETTINGS, set_args
 from tests.samples.conftest import backfill, make_cfg, nightly, table, without_run_id
 
 # Conversions 36 h after their click on average: many arrive days after their exposure's night.
@@ -267,7 +267,7 @@ def test_parquet_and_gzip_sources(spark, tmp_path):
 def test_cli_and_spark_submit(spark, spark_cfg, tmp_path):
     cfg = make_cfg(tmp_path, "synth.days=2", "synth.exposures_per_day=300")
     generate(cfg, progress=False)
-    sets = ["--set", f"storage.root={tmp_path}"]
+    sets = set_args(f"storage.root={tmp_path}")
     bad = subprocess.run([sys.executable, "-m", "pipeline.cli", "build-samples", *sets, "--date", "2026-10-32"],
                          capture_output=True, text=True)
     assert bad.returncode == 2
@@ -280,7 +280,7 @@ def test_cli_and_spark_submit(spark, spark_cfg, tmp_path):
     submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
     result = subprocess.run(
         [submit, "--master", "local[2]", "--jars", jars, "jobs/build_samples.py", "--conf", "conf/local.yaml",
-         *sets, *[arg for setting in TEST_SPARK_SETTINGS for arg in ("--set", setting)], "--date", "2026-10-02"],
+         *sets, *set_args(*TEST_SPARK_SETTINGS), "--date", "2026-10-02"],
         capture_output=True, text=True, env={**os.environ, "PYSPARK_PYTHON": sys.executable}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("build-samples nightly 2026-09-28..2026-10-02: ")
