@@ -24,12 +24,15 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
 from pipeline.training.ranks import SingleProcess, Watchdog, errors_recorded, job_failure
+
+SUM_POLL_S = 0.001  # how often a rank waiting in ``HorovodRanks.sum`` looks again
 
 
 class HorovodRanks(SingleProcess):
@@ -46,8 +49,12 @@ class HorovodRanks(SingleProcess):
     def sum(self, values: dict[str, float]) -> dict[str, float]:
         names = sorted(values)
         tensor = torch.tensor([float(values[n]) for n in names], dtype=torch.float64)
-        total = self.hvd.allreduce(tensor, op=self.hvd.Sum, name="loop.sum")  # Horovod: collective
-        return dict(zip(names, total.tolist()))
+        handle = self.hvd.allreduce_async(tensor, op=self.hvd.Sum, name="loop.sum")  # Horovod: collective
+        # Waits asleep for the other ranks: Horovod's own wait (synchronize) spins on sched_yield,
+        # a core busy for as long as a peer validates, checkpoints or hangs.
+        while not self.hvd.poll(handle):
+            time.sleep(SUM_POLL_S)
+        return dict(zip(names, self.hvd.synchronize(handle).tolist()))
 
     def distributed(self, optimizer: torch.optim.Optimizer, *modules: nn.Module):
         names = {id(p): f"m{i}.{name}" for i, module in enumerate(modules) for name, p in module.named_parameters()}
