@@ -35,11 +35,20 @@ from pipeline.spark import LOG4J2_FILE
 #   tests/samples/test_build.py, one process, two runs each, one after the other: 218 s and 232 s
 #   of CPU with the defaults, 192 s and 216 s without adaptive execution, 200 s and 212 s without
 #   statistics. A job on a cluster keeps both.
+# - C2 inlining less deep and less large than Java 17's defaults (15 levels; 325 bytecodes for a
+#   hot method, 35 for any; callers up to 2,500 bytes of code): C2's compiler thread is the largest
+#   user of CPU in a session JVM (about 40 % of it), and the suite's queries touch many code paths,
+#   each compiled once and run a few thousand times. tests/samples/test_build.py in one process,
+#   runs interleaved: 154 s, 163 s, 160 s and 167 s of CPU with the defaults, 135 s and 142 s with
+#   these, the wall time the same (100 to 107 s); halfway (9 levels, 150 bytecodes, 1,000 bytes)
+#   140 s, 154 s and 161 s; C2's thresholds three times the defaults 170 s and 167 s.
+SMALL_INLINING = "-XX:MaxInlineLevel=5 -XX:InlineSmallCode=500 -XX:FreqInlineSize=50 -XX:MaxInlineSize=20"
 TEST_SPARK_SETTINGS = [
     "spark.master=local[2]",
     "spark.conf.spark.ui.enabled=false",
     "spark.conf.spark.sql.shuffle.partitions=2",
-    f"spark.conf.spark.driver.extraJavaOptions=-Dlog4j2.configurationFile={LOG4J2_FILE} -XX:+UseSerialGC",
+    f"spark.conf.spark.driver.extraJavaOptions=-Dlog4j2.configurationFile={LOG4J2_FILE} -XX:+UseSerialGC "
+    f"{SMALL_INLINING}",
     "spark.conf.spark.sql.codegen.wholeStage=false",
     "spark.conf.spark.sql.codegen.factoryMode=NO_CODEGEN",
     "spark.conf.spark.sql.adaptive.enabled=false",
