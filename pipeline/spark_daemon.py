@@ -17,8 +17,9 @@ from pyspark.daemon import manager
 
 PRELOADED = ("pyarrow", "pandas", "torch")  # pyarrow before torch, as Petastorm advises for the two
 
-for _name in PRELOADED:
-    importlib.import_module(_name)
-
 if __name__ == "__main__":
+    # Only when run as the daemon: a process a worker starts with multiprocessing's "spawn" (as
+    # Horovod's Spark tasks do) imports this module again as its main, and needs none of them.
+    for _name in PRELOADED:
+        importlib.import_module(_name)
     manager()

@@ -74,7 +74,18 @@ def modules_loaded(_) -> list:
     return [all(name in sys.modules for name in ("pyarrow", "pandas", "torch"))]
 
 
+def spawned_with_torch(_) -> list:
+    """In a Python worker: whether a process it starts with multiprocessing's "spawn" (as Horovod's
+    Spark tasks start theirs), which imports the worker's main module again, has torch imported."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.map(eval, ["'torch' in __import__('sys').modules"])
+
+
 def test_python_workers_start_with_torch_imported(spark):
     # The local default forks the workers from pipeline/spark_daemon.py, which imported them once.
     assert spark.sparkContext.getConf().get("spark.python.daemon.module") == "pipeline.spark_daemon"
     assert spark.sparkContext.parallelize([0], 1).mapPartitions(modules_loaded).collect() == [True]
+    # Only the daemon imports them: a spawned process starts without them (2 s of CPU less each).
+    assert spark.sparkContext.parallelize([0], 1).mapPartitions(spawned_with_torch).collect() == [False]
