@@ -11,6 +11,7 @@ It must be importable when an executor starts its daemon: true where the project
 ``--py-files`` only, which Spark puts on a worker's path after the daemon has started. Such a
 cluster's conf leaves the setting out (conf/cluster.example.yaml does).
 """
+import gc
 import importlib
 
 from pyspark.daemon import manager
@@ -22,4 +23,8 @@ if __name__ == "__main__":
     # Horovod's Spark tasks do) imports this module again as its main, and needs none of them.
     for _name in PRELOADED:
         importlib.import_module(_name)
+    # Their objects out of the collector's passes: a forked worker's collections would otherwise
+    # walk them all, writing to every page that holds one (copy-on-write), for seconds of CPU in a
+    # worker's life (docs/development.md, "Tests").
+    gc.freeze()
     manager()

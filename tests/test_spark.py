@@ -70,8 +70,11 @@ def test_spark_submit_respects_the_submitters_master_and_conf(spark, spark_cfg):
 
 
 def modules_loaded(_) -> list:
-    """In a Python worker: whether the heavy libraries were imported before its task."""
-    return [all(name in sys.modules for name in ("pyarrow", "pandas", "torch"))]
+    """In a Python worker: whether the heavy libraries were imported before its task, and kept out
+    of the garbage collector's passes (``gc.freeze``)."""
+    import gc
+
+    return [all(name in sys.modules for name in ("pyarrow", "pandas", "torch")) and gc.get_freeze_count() > 100_000]
 
 
 def spawned_with_torch(_) -> list:
