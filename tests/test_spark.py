@@ -7,6 +7,7 @@ import threading
 from pipeline.config import load_config
 from pipeline.spark import (DELTA_PACKAGE, delta_jar_settings, get_spark, ivy_dir, session_facts,
                             session_settings)
+from pipeline.spark_daemon import PRELOADED
 
 
 def test_session_has_delta_and_utc(spark):
@@ -74,7 +75,7 @@ def modules_loaded(_) -> list:
     of the garbage collector's passes (``gc.freeze``)."""
     import gc
 
-    return [all(name in sys.modules for name in ("pyarrow", "pandas", "torch")) and gc.get_freeze_count() > 100_000]
+    return [all(name in sys.modules for name in PRELOADED) and gc.get_freeze_count() > 100_000]
 
 
 def spawned_with_torch(_) -> list:
